@@ -35,11 +35,12 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.data.prefetch = 2
     config.data.skip_bad_records = False
     config.data.shuffle_seed = 0
-    # Synthetic generation (only used by builder synthetic_seasons).
-    config.data.synthetic = ml_collections.ConfigDict()
-    config.data.synthetic.num_train = 1536
-    config.data.synthetic.num_test = 512
-    config.data.synthetic.tile_size = 48
+    # Passed to the TFDS builder (data_pipelines/synthetic_seasons): tile size and record counts.
+    config.data.builder_kwargs = ml_collections.ConfigDict()
+    config.data.builder_kwargs.tile_size = 48
+    config.data.builder_kwargs.num_train = 1536
+    config.data.builder_kwargs.num_test = 512
+    config.data.builder_kwargs.seed = 0
 
     # ---- masking ----
     config.mask = ml_collections.ConfigDict()
@@ -109,8 +110,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.probe.num_train = 1024               # labelled samples used to fit the probe
 
     if arg == "fast":
-        config.data.synthetic.num_train = 64
-        config.data.synthetic.num_test = 32
+        config.data.builder_kwargs.num_train = 64
+        config.data.builder_kwargs.num_test = 32
         config.data.batch_size = 16
         config.train.num_steps = 6
         config.train.log_every = 2

@@ -1,0 +1,116 @@
+"""Flax (Linen) models of SeaMo: build one from `config.model`.
+
+Public API:
+    build_model(model_config, *, modalities, in_chans, num_seasons, image_size, mask_ratio=None) -> SeaMo
+    example_batch(model, batch_size=1) -> batch dict   (for init / eval_shape)
+    param_count(params_or_shapes) -> int
+    SIZES, get_size, random_mask, num_masked, patchify, unpatchify, training_flops
+
+`model.apply(variables, batch, train=True) -> (loss, aux)` and
+`model.apply(variables, views, offsets, method="encode", modalities=..., seasons=...)
+ -> (tokens, pooled)`; see models/seamo.py. Params carry logical axes; unbox
+with `nn.meta.unbox` / get shardings with `nn.get_partition_spec`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from seamo_jax.models.flops import training_flops
+from seamo_jax.models.masking import num_masked, random_mask
+from seamo_jax.models.patch_embed import patchify, unpatchify
+from seamo_jax.models.seamo import SeaMo
+from seamo_jax.models.sizes import SIZES, ViTSize, get_size
+
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+def _get(config: Any, key: str, default: Any) -> Any:
+    """config.get for ConfigDict / dict / attribute objects."""
+    if hasattr(config, "get"):
+        return config.get(key, default)
+    return getattr(config, key, default)
+
+
+def build_model(model_config: Any, *, modalities: Sequence[str], in_chans: Mapping[str, int], num_seasons: int,
+                image_size: int | tuple[int, int], mask_ratio: float | None = None) -> SeaMo:
+    """SeaMo from `config.model` (keys of experiments/demo_cpu.py).
+
+    Args:
+      model_config: config.model (size, patch_size, fusion, num_fusion_blocks,
+        decoder_dim/depth/heads, norm_pix_loss, dtype, remat_policy,
+        scan_layers; optional attention_impl, mask_ratio).
+      modalities: config.data.modalities (order = the batch mask's M axis).
+      in_chans: modality -> band count (sensor spec `num_bands`).
+      num_seasons: most seasons a batch will carry (season-embedding rows).
+      image_size: view size in pixels (int or (h, w)).
+      mask_ratio: config.mask.ratio; default model_config.mask_ratio or 0.75.
+        Must equal the data pipeline's ratio (checked at run time: NaN loss).
+    """
+    modalities = tuple(modalities)
+    missing = [m for m in modalities if m not in in_chans]
+    if missing:
+        raise ValueError(f"in_chans has no band count for {missing}")
+    fusion = _get(model_config, "fusion", "tm")
+    if fusion == "tm" and len(modalities) < 2:
+        raise ValueError(f"fusion='tm' fuses modalities and needs >= 2; got {modalities}; use fusion='none'")
+    size = _get(model_config, "size", "tiny")
+    size = size if isinstance(size, ViTSize) else get_size(size)
+    dtype_name = _get(model_config, "dtype", "float32")
+    if dtype_name not in _DTYPES:
+        raise ValueError(f"unknown dtype {dtype_name!r}; known: {sorted(_DTYPES)}")
+    image_size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    patch_size = int(_get(model_config, "patch_size", 16))
+    if image_size[0] % patch_size or image_size[1] % patch_size:
+        raise ValueError(f"image size {image_size} is not divisible by patch size {patch_size}")
+    if mask_ratio is None:
+        mask_ratio = _get(model_config, "mask_ratio", 0.75)
+    return SeaMo(
+        modalities=modalities,
+        in_chans=tuple(int(in_chans[m]) for m in modalities),
+        image_size=image_size,
+        patch_size=patch_size,
+        size=size,
+        num_seasons=int(num_seasons),
+        fusion=fusion,
+        num_fusion_blocks=int(_get(model_config, "num_fusion_blocks", 1)),
+        decoder_dim=int(_get(model_config, "decoder_dim", 512)),
+        decoder_depth=int(_get(model_config, "decoder_depth", 8)),
+        decoder_heads=int(_get(model_config, "decoder_heads", 16)),
+        mask_ratio=float(mask_ratio),
+        norm_pix_loss=bool(_get(model_config, "norm_pix_loss", True)),
+        dtype=_DTYPES[dtype_name],
+        scan_layers=bool(_get(model_config, "scan_layers", True)),
+        remat_policy=_get(model_config, "remat_policy", "none"),
+        attention_impl=_get(model_config, "attention_impl", None),
+    )
+
+
+def example_batch(model: SeaMo, batch_size: int = 1, num_seasons: int | None = None) -> dict[str, Any]:
+    """A zero batch with a valid mask (first round(ratio*T) tokens masked), for init / eval_shape.
+
+    Init with the model's full `num_seasons` so every season-dependent param
+    (season embeddings, fusion carry) is created.
+    """
+    seasons = num_seasons or model.num_seasons
+    h, w = model.image_size
+    t = model.num_tokens
+    k = num_masked(t, model.mask_ratio)
+    mask = np.zeros((batch_size, seasons, len(model.modalities), t), bool)
+    mask[..., :k] = True
+    return {
+        "views": {m: jnp.zeros((batch_size, seasons, h, w, c), jnp.float32)
+                  for m, c in zip(model.modalities, model.in_chans)},
+        "offsets": jnp.zeros((batch_size, seasons, 2), jnp.int32),
+        "mask": jnp.asarray(mask),
+    }
+
+
+def param_count(params: Any) -> int:
+    """Number of scalars in a params pytree (arrays, ShapeDtypeStructs or boxed logical params)."""
+    leaves = jax.tree.leaves(params)
+    return int(sum(np.prod(x.shape) for x in leaves))

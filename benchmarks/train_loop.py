@@ -1,0 +1,125 @@
+"""How much the training loop costs on top of the bare train step.
+
+Builds the real setup (model, sharded state, Grain pipeline over in-memory
+synthetic records, checkpointer) and measures, after compilation:
+
+  bare_step_s   train step alone on one device-resident batch (blocking)
+  loop_step_s   one loop iteration: next(iterator) + to_global_batch + step,
+                metrics fetched every `--log-every` steps like the real loop
+  loop_overhead loop_step_s / bare_step_s - 1
+  save_s        wall time for `Checkpointer.save` to return (the blocking part
+                of an async save) + time to finish it in the background
+                (`save_finish_s`)
+  stall_s       mean time per step the host waited for input (next + to_global)
+  stall_ratio   stall_s / loop_step_s
+
+Prints ONE JSON line. Defaults to ViT-S/16 at 224 px, 4 seasons, S1+S2
+(accelerator sizes); `--model tiny` is a quick CPU check:
+
+    python benchmarks/train_loop.py --model tiny --steps 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+import tempfile
+import time
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def build_config(args: argparse.Namespace):
+    import ml_collections
+    spec_path = REPO / "experiments" / "demo_cpu.py"
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("demo_cpu", spec_path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config: ml_collections.ConfigDict = module.get_config("")
+    if args.model == "tiny":
+        config.model.size, config.model.patch_size = "tiny", 8
+        config.data.crop_size, tile = 32, 48
+        config.model.decoder_dim, config.model.decoder_depth, config.model.decoder_heads = 64, 1, 4
+    else:
+        config.model.size, config.model.patch_size = args.model, 16
+        config.data.crop_size, tile = 224, 264
+        config.model.decoder_dim, config.model.decoder_depth, config.model.decoder_heads = 512, 8, 16
+        config.model.dtype = "bfloat16"
+        config.model.remat_policy = "dots_with_no_batch_dims_saveable"
+    config.data.batch_size = args.batch_size
+    config.data.seasons = args.seasons
+    config.data.worker_count = args.workers
+    config.train.num_steps = args.steps + 1
+    config.train.checkpoint_every = 10**9
+    config.train.activation_constraints = not args.no_activation_constraints
+    return config, tile
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="vit_s16", help="tiny | vit_s16 | vit_b16 | ...")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--seasons", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--log-every", type=int, default=10)
+    parser.add_argument("--workers", type=int, default=0, help="grain worker processes")
+    parser.add_argument("--records", type=int, default=256, help="in-memory synthetic records")
+    parser.add_argument("--no-activation-constraints", action="store_true")
+    args = parser.parse_args()
+
+    import jax
+    import numpy as np
+    from seamo_jax.data import testing
+    from seamo_jax.train.setup import build_train_setup
+
+    config, tile = build_config(args)
+    records = testing.make_records(args.records, seed=0, num_seasons=args.seasons, tile_size=tile)
+    with tempfile.TemporaryDirectory() as workdir:
+        setup = build_train_setup(config, workdir, records)
+        state, iterator = setup.state, setup.iterator
+
+        # Compile + warm up (not timed).
+        batch = setup.to_global(next(iterator))
+        state, metrics = setup.train_step(state, batch)
+        jax.block_until_ready(metrics)
+
+        start = time.perf_counter()
+        for _ in range(args.steps):
+            state, metrics = setup.train_step(state, batch)
+        jax.block_until_ready((state, metrics))
+        bare_step_s = (time.perf_counter() - start) / args.steps
+
+        stall = 0.0
+        start = time.perf_counter()
+        for i in range(1, args.steps + 1):
+            t = time.perf_counter()
+            batch = setup.to_global(next(iterator))
+            stall += time.perf_counter() - t
+            state, metrics = setup.train_step(state, batch)
+            if i % args.log_every == 0:
+                jax.device_get(metrics)
+        jax.block_until_ready((state, metrics))
+        loop_step_s = (time.perf_counter() - start) / args.steps
+
+        t = time.perf_counter()
+        setup.checkpointer.save(int(jax.device_get(state.step)), state, iterator, force=True)
+        save_s = time.perf_counter() - t
+        t = time.perf_counter()
+        setup.checkpointer.close()
+        save_finish_s = time.perf_counter() - t
+
+    stall_s = stall / args.steps
+    print(json.dumps({
+        "model": args.model, "batch_size": args.batch_size, "seasons": args.seasons, "steps": args.steps,
+        "devices": jax.device_count(), "platform": jax.devices()[0].platform, "num_params": setup.num_params,
+        "bare_step_s": bare_step_s, "loop_step_s": loop_step_s, "loop_overhead": loop_step_s / bare_step_s - 1,
+        "save_s": save_s, "save_finish_s": save_finish_s, "stall_s": stall_s, "stall_ratio": stall_s / loop_step_s,
+        "images_per_s": args.batch_size / loop_step_s, "final_loss": float(np.asarray(metrics["loss"])),
+    }))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,156 @@
+"""Dataset names -> TFDS builders: prepare, open and describe a dataset by name.
+
+The rest of the framework (training loop, probes, CLI) knows datasets only by
+name and talks to them through three functions:
+
+    prepare("synthetic_seasons", data_dir, num_train=64, num_test=32)   # builds once
+    source = load_source("synthetic_seasons", "train", data_dir, num_train=64, num_test=32)
+    len(source), source[0]   # -> {"s2": uint16 [S,H,W,C], "s1": ..., "label": ...}
+    builder_info("synthetic_seasons", data_dir, num_train=64, num_test=32)
+
+`builder_kwargs` are the builder's constructor arguments (for
+synthetic_seasons: tile_size, num_train, num_test, seed; for the real sets:
+config, ...). They must be the same in all three calls: they select the
+builder config, i.e. the directory the dataset lives in.
+
+A builder module is imported only when its name is used, so a dataset with
+heavy or missing dependencies does not slow down or break the others.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from typing import Any
+
+import tensorflow_datasets as tfds
+
+from seamo_jax.sensors import SENSORS
+
+# name -> "module:Class". Add a dataset by adding a line here.
+BUILDERS: dict[str, str] = {
+    "synthetic_seasons": "data_pipelines.synthetic_seasons.builder:SyntheticSeasons",
+    "eurosat_ms": "data_pipelines.eurosat_ms.builder:EurosatMs",
+    "ssl4eo_s12": "data_pipelines.ssl4eo_s12.builder:Ssl4eoS12",
+    "bigearthnet": "data_pipelines.bigearthnet.builder:Bigearthnet",
+}
+
+
+class DatasetNotPreparedError(FileNotFoundError):
+    """A dataset was opened before `prepare` built it in that data_dir."""
+
+
+def builder_class(name: str) -> type[tfds.core.DatasetBuilder]:
+    """Imports and returns the builder class registered under `name`."""
+    try:
+        target = BUILDERS[name]
+    except KeyError:
+        raise KeyError(f"unknown dataset {name!r}; registered: {sorted(BUILDERS)}") from None
+    module_name, class_name = target.split(":")
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+def get_builder(name: str, data_dir: str | os.PathLike, *, num_workers: int | None = None,
+                **builder_kwargs: Any) -> tfds.core.DatasetBuilder:
+    """Instantiates the builder of `name` rooted at `data_dir` (nothing is built).
+
+    Args:
+      num_workers: writer processes, forwarded only when given (not every
+        builder takes it; it does not change the data).
+      **builder_kwargs: the builder's constructor arguments.
+    """
+    if num_workers is not None:
+        builder_kwargs["num_workers"] = num_workers
+    return builder_class(name)(data_dir=os.fspath(data_dir), **builder_kwargs)
+
+
+def is_prepared(builder: tfds.core.DatasetBuilder) -> bool:
+    # TFDS writes dataset_info.json last, after renaming the complete directory.
+    return (builder.data_path / "dataset_info.json").exists()
+
+
+def prepare(name: str, data_dir: str | os.PathLike, *, manual_dir: str | None = None,
+            num_workers: int | None = None, **builder_kwargs: Any) -> None:
+    """Builds dataset `name` in `data_dir` unless it is already there.
+
+    Args:
+      name: registered dataset name (see BUILDERS).
+      data_dir: TFDS data_dir; the dataset lands in <data_dir>/<name>/<config>/<version>.
+      manual_dir: where downloaded source files are (real datasets).
+      num_workers: writer processes (None = all cores).
+      **builder_kwargs: the builder's constructor arguments.
+    """
+    builder = get_builder(name, data_dir, num_workers=num_workers, **builder_kwargs)
+    if is_prepared(builder):
+        return
+    download_config = tfds.download.DownloadConfig(manual_dir=manual_dir) if manual_dir else None
+    builder.download_and_prepare(download_config=download_config)
+
+
+def _prepared_builder(name: str, data_dir: str | os.PathLike, builder_kwargs: dict) -> tfds.core.DatasetBuilder:
+    builder = get_builder(name, data_dir, **builder_kwargs)
+    if not is_prepared(builder):
+        raise DatasetNotPreparedError(
+            f"dataset {name!r} ({builder.builder_config.name if builder.builder_config else 'default'}) is not "
+            f"prepared in {builder.data_path}; run data_pipelines.registry.prepare({name!r}, {os.fspath(data_dir)!r}, "
+            f"...) or `seamo data` first")
+    return builder
+
+
+def load_source(name: str, split: str, data_dir: str | os.PathLike, **builder_kwargs: Any):
+    """Random-access record source of one split (what Grain reads).
+
+    Returns:
+      a TFDS ArrayRecord data source: `len(source)`, `source[i]` -> record
+      dict of numpy arrays (docs/contracts.md section 1), `source[[i, j]]`.
+    Raises:
+      DatasetNotPreparedError: `prepare` was not run for these arguments.
+    """
+    builder = _prepared_builder(name, data_dir, builder_kwargs)
+    if split not in builder.info.splits:
+        raise KeyError(f"dataset {name!r} has no split {split!r}; splits: {sorted(builder.info.splits)}")
+    return builder.as_data_source(split=split)
+
+
+def _sensor_names(info: tfds.core.DatasetInfo, modalities: dict[str, int]) -> dict[str, str]:
+    """modality -> seamo_jax.sensors name, from the builder's metadata or the band counts."""
+    if info.metadata and "sensors" in info.metadata:
+        return dict(info.metadata["sensors"])
+    names = {}
+    for modality, num_bands in modalities.items():
+        matches = [spec.name for spec in SENSORS.values() if spec.modality == modality and spec.num_bands == num_bands]
+        if len(matches) != 1:
+            raise ValueError(f"cannot tell the {modality} sensor of {info.name} from {num_bands} bands: {matches}")
+        names[modality] = matches[0]
+    return names
+
+
+def builder_info(name: str, data_dir: str | os.PathLike, **builder_kwargs: Any) -> dict[str, Any]:
+    """What dataset `name` holds (works before `prepare`; split sizes need it).
+
+    Returns:
+      dict: name, config, version, num_classes, class_names, multi_label,
+      sensors (modality -> sensor name, e.g. {"s2": "s2_l1c", "s1": "s1_grd"}),
+      seasons, tile_size ((H, W) or None), splits (split -> num examples; {}
+      before prepare), prepared (bool), data_path.
+    """
+    from data_pipelines.features import describe_features  # local: keeps registry import light
+
+    builder = get_builder(name, data_dir, **builder_kwargs)
+    prepared = is_prepared(builder)
+    info = builder.info
+    described = describe_features(info.features)
+    return {
+        "name": name,
+        "config": builder.builder_config.name if builder.builder_config else None,
+        "version": str(builder.version),
+        "num_classes": len(described["class_names"]),
+        "class_names": described["class_names"],
+        "multi_label": described["multi_label"],
+        "sensors": _sensor_names(info, described["modalities"]),
+        "seasons": described["seasons"],
+        "tile_size": described["tile_size"],
+        "splits": {split: split_info.num_examples for split, split_info in info.splits.items()} if prepared else {},
+        "prepared": prepared,
+        "data_path": os.fspath(builder.data_path),
+    }

@@ -1,0 +1,125 @@
+"""The `seamo` command: data, pretrain, probe, export, demo.
+
+    seamo data build --builder synthetic_seasons --data-dir DIR
+    seamo pretrain --config experiments/demo_cpu.py --workdir DIR [--config.key=value ...]
+    seamo probe --config experiments/probe_synthetic.py --checkpoint DIR [--out DIR]
+    seamo export --checkpoint DIR --out DIR
+    seamo demo [--workdir runs/demo]
+
+Stages are imported lazily so `seamo --help` is instant and a missing optional
+dependency only affects the subcommand that needs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Sequence
+
+
+def _split_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Separates `--config.x=y` overrides (any number) from ordinary arguments."""
+    overrides, rest = [], []
+    for arg in argv:
+        (overrides if arg.startswith("--config.") else rest).append(arg)
+    return overrides, rest
+
+
+def _cmd_data(args: argparse.Namespace, overrides: list[str]) -> int:
+    from data_pipelines import registry
+
+    kwargs = {}
+    for item in args.builder_arg or []:
+        key, _, value = item.partition("=")
+        from seamo_jax.configs import _parse_value
+        kwargs[key] = _parse_value(value)
+    registry.prepare(args.builder, args.data_dir, manual_dir=args.manual_dir, num_workers=args.workers, **kwargs)
+    info = registry.builder_info(args.builder, args.data_dir, **kwargs)
+    print(json.dumps(info, indent=2, default=str))
+    return 0
+
+
+def _cmd_pretrain(args: argparse.Namespace, overrides: list[str]) -> int:
+    from seamo_jax.configs import load_config
+    from seamo_jax.train.loop import run_pretraining
+
+    config = load_config(args.config, overrides)
+    summary = run_pretraining(config, args.workdir)
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+def _cmd_probe(args: argparse.Namespace, overrides: list[str]) -> int:
+    from seamo_jax.configs import load_config
+    from seamo_jax.evaluate.probe import run_probe
+
+    config = load_config(args.config, overrides)
+    out_dir = args.out or os.path.join(args.checkpoint or "runs/probe_random_init", "probe")
+    results = run_probe(config, args.checkpoint, out_dir)
+    print(f"probe results written to {out_dir}/probe_results.json and probe_results.md")
+    return 0 if results else 1
+
+
+def _cmd_export(args: argparse.Namespace, overrides: list[str]) -> int:
+    from seamo_jax.export import export
+
+    written = export(args.checkpoint, args.out)
+    for path in written:
+        print(path)
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace, overrides: list[str]) -> int:
+    from seamo_jax.demo import run_demo
+
+    run_demo(args.workdir, config_spec=args.config, overrides=overrides)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="seamo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="build a dataset (TFDS builder -> ArrayRecord)")
+    data.add_argument("action", choices=["build"])
+    data.add_argument("--builder", required=True, help="synthetic_seasons | eurosat_ms | ssl4eo_s12 | bigearthnet")
+    data.add_argument("--data-dir", required=True)
+    data.add_argument("--manual-dir", default=None, help="folder holding the downloaded release (real datasets)")
+    data.add_argument("--workers", type=int, default=None, help="parallel writer processes")
+    data.add_argument("--builder-arg", action="append", help="key=value passed to the builder, repeatable")
+    data.set_defaults(handler=_cmd_data)
+
+    pretrain = sub.add_parser("pretrain", help="pretrain SeaMo (resumes from the latest checkpoint in --workdir)")
+    pretrain.add_argument("--config", required=True, help="experiments/<file>.py[:arg]")
+    pretrain.add_argument("--workdir", required=True)
+    pretrain.set_defaults(handler=_cmd_pretrain)
+
+    probe = sub.add_parser("probe", help="linear probe / kNN on frozen features")
+    probe.add_argument("--config", required=True, help="experiments/probe_<dataset>.py[:arg]")
+    probe.add_argument("--checkpoint", default=None, help="pretraining workdir or checkpoint dir; omit for random init")
+    probe.add_argument("--out", default=None)
+    probe.set_defaults(handler=_cmd_probe)
+
+    export = sub.add_parser("export", help="checkpoint -> safetensors (Flax + timm names) + model card")
+    export.add_argument("--checkpoint", required=True)
+    export.add_argument("--out", required=True)
+    export.set_defaults(handler=_cmd_export)
+
+    demo = sub.add_parser("demo", help="generate synthetic data, pretrain a tiny SeaMo, probe it")
+    demo.add_argument("--workdir", default="runs/demo")
+    demo.add_argument("--config", default="experiments/demo_cpu.py")
+    demo.set_defaults(handler=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    overrides, rest = _split_overrides(argv)
+    args = build_parser().parse_args(rest)
+    return args.handler(args, overrides)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

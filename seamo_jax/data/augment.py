@@ -1,0 +1,96 @@
+"""Per-sample augmentations and normalisation, numpy only (runs in Grain workers).
+
+All geometric augmentations act on the whole tile and identically on every
+season and modality *before* cropping: crop offsets are then expressed in the
+augmented tile's frame and S1/S2 of a season stay pixel-aligned. They return
+numpy views (no copy); the crop that follows copies only the window.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from seamo_jax.sensors import SensorSpec
+
+
+def sample_dihedral(rng: np.random.Generator, square: bool) -> tuple[int, bool]:
+    """Draws one of the 8 flips/rotations of a square tile (4 if not square).
+
+    Returns:
+      (k, flip): rotate by k*90 degrees (k in {0, 2} for non-square tiles, so
+      the tile shape is kept), then mirror left-right if flip.
+    """
+    k = int(rng.integers(4)) if square else 2 * int(rng.integers(2))
+    flip = bool(rng.integers(2))
+    return k, flip
+
+
+def apply_dihedral(values: np.ndarray, k: int, flip: bool) -> np.ndarray:
+    """Rotates/mirrors the spatial axes of [S, H, W, C] (a view, no copy)."""
+    out = np.rot90(values, k=k, axes=(1, 2)) if k % 4 else values
+    return out[:, :, ::-1, :] if flip else out
+
+
+def normaliser_constants(spec: SensorSpec) -> tuple[np.ndarray, np.ndarray]:
+    """float32 [C] mean and std of the sensor spec."""
+    return np.asarray(spec.mean, np.float32), np.asarray(spec.std, np.float32)
+
+
+def normalise(values: np.ndarray, spec: SensorSpec, *, in_place: bool = False) -> np.ndarray:
+    """(x - mean) / std per band, channels last; float32, bitwise equal to
+    `spec.normalise` but with one float32 buffer instead of three temporaries.
+
+    `in_place=True` overwrites `values` (must be a float32 array we own, e.g. a
+    fresh crop) to save the copy.
+    """
+    mean, std = normaliser_constants(spec)
+    if in_place:
+        if values.dtype != np.float32:
+            raise TypeError(f"in-place normalisation needs float32, got {values.dtype}")
+        out = values
+    else:
+        out = np.asarray(values).astype(np.float32)  # astype copies, so in-place ops below are safe
+    out -= mean
+    out /= std
+    return out
+
+
+def select_seasons(rng: np.random.Generator, num_record_seasons: int, num_seasons: int,
+                   subsample: bool) -> np.ndarray:
+    """Indices of the record seasons fed to the model, int [num_seasons].
+
+    With `subsample`, a random subset in temporal order (so season embeddings
+    and the TM cascade still see seasons in time order); otherwise the first
+    `num_seasons`. A record with fewer seasons than requested is an error.
+    """
+    if num_record_seasons < num_seasons:
+        raise ValueError(f"record has {num_record_seasons} seasons, config.data.seasons = {num_seasons}")
+    if subsample and num_record_seasons > num_seasons:
+        return np.sort(rng.choice(num_record_seasons, size=num_seasons, replace=False))
+    return np.arange(num_seasons)
+
+
+def sample_modality_dropout(rng: np.random.Generator, modalities: Sequence[str], rate: float) -> np.ndarray:
+    """Which modalities of a sample are dropped, bool [M] (True = dropped).
+
+    Semantics: with probability `rate` one modality, chosen uniformly, is
+    dropped in every season of the sample; never all of them (no-op with a
+    single modality). The pipeline zeroes the dropped views (= the band mean
+    after normalisation), keeps the mask unchanged (so every view still masks
+    exactly round(ratio*T) tokens) and reports the flags as `modality_dropped`
+    so the model can exclude those views from the loss.
+    """
+    dropped = np.zeros(len(modalities), bool)
+    if rate > 0 and len(modalities) > 1:
+        # Always consume both draws so the RNG stream does not depend on the outcome.
+        hit = rng.random() < rate
+        which = int(rng.integers(len(modalities)))
+        dropped[which] = hit
+    return dropped
+
+
+def drop_views(views: Mapping[str, np.ndarray], modalities: Sequence[str], dropped: np.ndarray) -> dict[str, np.ndarray]:
+    """Zeroes the views of dropped modalities; views[m] float32 [S, h, w, C_m]."""
+    return {m: (np.zeros_like(views[m]) if dropped[i] else views[m]) for i, m in enumerate(modalities)}

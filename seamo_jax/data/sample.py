@@ -1,0 +1,152 @@
+"""One record -> one training sample (the Grain random map), numpy only.
+
+Order of operations (and of RNG draws, which fixes determinism):
+validate -> select seasons -> flip/rot90 the whole tile -> non-aligned crop
+offsets -> crop -> normalise -> modality dropout -> masks.
+
+Output (one sample, batching adds the leading B):
+  views[m]  float32 [S, h, w, C_m]  normalised with the sensor spec
+  offsets   int32   [S, 2]          crop origin (row, col) in the augmented tile
+  mask      bool    [S, M, T]       True = masked
+  modality_dropped bool [M]         only when config.data.modality_dropout > 0
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+import grain
+import numpy as np
+
+from seamo_jax import sensors
+from seamo_jax.data import augment, crops, masking, records
+from seamo_jax.sensors import BadRecordError, SensorSpec
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleSpec:
+    """The data-config fields a sample transform needs (picklable for workers)."""
+
+    modalities: tuple[str, ...]
+    specs: Mapping[str, SensorSpec]
+    num_seasons: int
+    season_subsample: bool
+    crop_size: int
+    overlap_range: tuple[float, float]
+    flip: bool
+    modality_dropout: float
+    patch_size: int
+    mask_ratio: float
+    shared_mask: bool
+    skip_bad_records: bool
+
+    @property
+    def num_tokens(self) -> int:
+        return masking.num_tokens(self.crop_size, self.patch_size)
+
+
+def sample_spec_from_config(config: Any) -> SampleSpec:
+    """Reads config.data, config.mask and config.model.patch_size (demo_cpu.py keys)."""
+    data = config.data
+    modalities = tuple(data.modalities)
+    specs = {m: sensors.get_sensor(data.sensors[m]) for m in modalities}
+    for m, spec in specs.items():
+        if spec.modality != m:
+            raise ValueError(f"config.data.sensors[{m!r}] = {spec.name} is a {spec.modality} sensor")
+    spec = SampleSpec(
+        modalities=modalities,
+        specs=specs,
+        num_seasons=int(data.seasons),
+        season_subsample=bool(data.get("season_subsample", False)),
+        crop_size=int(data.crop_size),
+        overlap_range=tuple(float(v) for v in data.get("overlap_range", (0.5, 1.0))),
+        flip=bool(data.get("flip", True)),
+        modality_dropout=float(data.get("modality_dropout", 0.0)),
+        patch_size=int(config.model.patch_size),
+        mask_ratio=float(config.mask.ratio),
+        shared_mask=bool(config.mask.get("shared_across_modalities", False)),
+        skip_bad_records=bool(data.get("skip_bad_records", False)),
+    )
+    _ = spec.num_tokens  # fail at build time, not in a worker, if crop % patch != 0
+    return spec
+
+
+def _validated(record: Mapping[str, Any], spec: SampleSpec, source: records.IndexedSource | None):
+    """Returns None if valid, else a BadRecordMarker (skip) or raises."""
+    try:
+        records.validate_record(record, spec.specs, record_id=records.describe_record(record, source),
+                                min_seasons=spec.num_seasons)
+    except BadRecordError as e:
+        if spec.skip_bad_records:
+            return records.BadRecordMarker(int(record.get(records.SOURCE_INDEX_KEY, -1)), str(e))
+        raise
+    return None
+
+
+class TrainSampleTransform(grain.transforms.RandomMap):
+    """record dict -> sample dict (module docstring); `rng` is Grain's per-record RNG."""
+
+    def __init__(self, spec: SampleSpec, source: records.IndexedSource | None = None):
+        self.spec = spec
+        self.source = source  # only used to name shards in error messages
+
+    def random_map(self, record: Mapping[str, Any], rng: np.random.Generator):
+        spec = self.spec
+        marker = _validated(record, spec, self.source)
+        if marker is not None:
+            return marker
+        first = np.asarray(record[spec.modalities[0]])
+        seasons = augment.select_seasons(rng, first.shape[0], spec.num_seasons, spec.season_subsample)
+        k, flip = augment.sample_dihedral(rng, first.shape[1] == first.shape[2]) if spec.flip else (0, False)
+        tiles = {}
+        for m in spec.modalities:
+            values = np.asarray(record[m])
+            # Selecting all seasons in order keeps a view; fancy indexing would copy the whole tile.
+            values = values[:spec.num_seasons] if np.array_equal(seasons, np.arange(spec.num_seasons)) \
+                else values[seasons]
+            tiles[m] = augment.apply_dihedral(values, k, flip)
+        tile_hw = tiles[spec.modalities[0]].shape[1:3]
+        offsets = crops.sample_crop_offsets(rng, tile_hw, spec.crop_size, spec.num_seasons, spec.overlap_range)
+        views = {m: augment.normalise(crops.crop_windows(tiles[m], offsets, spec.crop_size, np.float32),
+                                      spec.specs[m], in_place=True)
+                 for m in spec.modalities}
+        sample: dict[str, Any] = {}
+        if spec.modality_dropout > 0:
+            dropped = augment.sample_modality_dropout(rng, spec.modalities, spec.modality_dropout)
+            views = augment.drop_views(views, spec.modalities, dropped)
+            sample["modality_dropped"] = dropped
+        sample["views"] = views
+        sample["offsets"] = offsets.astype(np.int32)
+        sample["mask"] = masking.random_token_masks(rng, spec.num_seasons, len(spec.modalities), spec.num_tokens,
+                                                    spec.mask_ratio, spec.shared_mask)
+        return sample
+
+
+def eval_sample(record: Mapping[str, Any], spec: SampleSpec, crop: str) -> dict[str, Any]:
+    """Deterministic evaluation view of a validated record: first seasons, no flips.
+
+    Args:
+      crop: "center" (crop_size window at the tile centre, same for all seasons)
+        or "full" (the whole tile, offsets 0).
+
+    Returns:
+      views[m] float32 [S, h, w, C_m] normalised, raw_views[m] float32 (same,
+      un-normalised, for band-statistics baselines), offsets int32 [S, 2].
+    """
+    first = np.asarray(record[spec.modalities[0]])
+    tile_hw = first.shape[1:3]
+    if crop == "center":
+        size = spec.crop_size
+        offsets = crops.center_offsets(tile_hw, size, spec.num_seasons)
+    elif crop == "full":
+        if tile_hw[0] != tile_hw[1]:
+            raise ValueError(f"crop='full' needs square tiles, got {tile_hw}")
+        size = int(tile_hw[0])
+        offsets = np.zeros((spec.num_seasons, 2), np.int32)
+    else:
+        raise ValueError(f"crop must be 'center' or 'full', got {crop!r}")
+    raw = {m: crops.crop_windows(np.asarray(record[m])[:spec.num_seasons], offsets, size, np.float32)
+           for m in spec.modalities}
+    views = {m: augment.normalise(raw[m], spec.specs[m]) for m in spec.modalities}
+    return {"views": views, "raw_views": raw, "offsets": offsets}

@@ -1,0 +1,108 @@
+"""Small shared building blocks: initialisers, dense layers with logical axes, MLP.
+
+Every param is created with `nn.with_logical_partitioning`, so the
+`config.sharding_rules` (logical axis -> mesh axis) shard any model on any
+mesh. Logical axis names used in models/: "embed" (token width), "mlp" (MLP
+hidden), "heads", "kv" (head dim), "patch" (patch pixel features), "layers"
+(scanned depth); activations use "batch", "length", "embed", "mlp", "heads", "kv".
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def xavier_uniform_flat(num_in_axes: int = 1):
+    """Xavier-uniform over the kernel viewed as a 2-D [fan_in, fan_out] matrix.
+
+    MAE initialises every nn.Linear (and the patch conv, flattened) with
+    xavier_uniform; a multi-axis kernel such as qkv [D, 3, H, Dh] must use the
+    fans of its [D, 3D] matrix, not of its first/last axes.
+    """
+
+    def init(key, shape, dtype=jnp.float32):
+        fan_in = int(np.prod(shape[:num_in_axes]))
+        fan_out = int(np.prod(shape[num_in_axes:]))
+        limit = np.sqrt(6.0 / (fan_in + fan_out))
+        return jax.random.uniform(key, shape, dtype, -limit, limit)
+
+    return init
+
+
+class DenseND(nn.Module):
+    """y = x . kernel + bias, contracting the last `num_in_axes` axes of x.
+
+    kernel [*in_dims, *features] keeps head structure visible (e.g. qkv
+    [D, 3, H, Dh]) so logical axes can name each dim. (flax's DenseGeneral
+    initialises a flattened 2-D kernel, which breaks multi-axis logical
+    partitioning under a mesh, hence this small module.)
+
+    Attributes:
+      features: output dims.
+      num_in_axes: trailing input axes contracted.
+      kernel_axes, bias_axes: logical axis names of kernel / bias.
+      dtype: compute dtype (params float32).
+    """
+
+    features: tuple[int, ...]
+    num_in_axes: int
+    kernel_axes: tuple
+    bias_axes: tuple
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        in_dims = x.shape[x.ndim - self.num_in_axes:]
+        kernel = self.param("kernel",
+                            nn.with_logical_partitioning(xavier_uniform_flat(self.num_in_axes), self.kernel_axes),
+                            (*in_dims, *self.features), jnp.float32)
+        bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, self.bias_axes),
+                          self.features, jnp.float32)
+        contract = (tuple(range(x.ndim - self.num_in_axes, x.ndim)), tuple(range(self.num_in_axes)))
+        y = jax.lax.dot_general(jnp.asarray(x, self.dtype), jnp.asarray(kernel, self.dtype), (contract, ((), ())))
+        return y + jnp.asarray(bias, self.dtype)
+
+
+def dense(features: int | Sequence[int], num_in_axes: int, kernel_axes: tuple, bias_axes: tuple,
+          dtype: jnp.dtype, name: str) -> DenseND:
+    """A DenseND with MAE's init (xavier-uniform on the [fan_in, fan_out] view, zero bias)."""
+    features = (features,) if isinstance(features, int) else tuple(features)
+    return DenseND(features, num_in_axes, tuple(kernel_axes), tuple(bias_axes), dtype, name=name)
+
+
+def layer_norm(name: str, dtype: jnp.dtype) -> nn.LayerNorm:
+    """LayerNorm with MAE's eps (1e-6) and logical axes on scale/bias."""
+    return nn.LayerNorm(
+        epsilon=1e-6,
+        dtype=dtype,
+        param_dtype=jnp.float32,
+        scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
+        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
+        name=name,
+    )
+
+
+class Mlp(nn.Module):
+    """fc1 -> GELU (exact erf, as torch nn.GELU) -> fc2.
+
+    Params: fc1 {kernel [D, F] ("embed","mlp"), bias [F]}, fc2 {kernel [F, D]
+    ("mlp","embed"), bias [D]}.
+    """
+
+    hidden_dim: int
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        """[B, L, D] -> [B, L, D]."""
+        width = x.shape[-1]
+        h = dense(self.hidden_dim, 1, ("embed", "mlp"), ("mlp",), self.dtype, "fc1")(x)
+        h = nn.with_logical_constraint(h, ("batch", "length", "mlp"))
+        h = nn.gelu(h, approximate=False)
+        out = dense(width, 1, ("mlp", "embed"), ("embed",), self.dtype, "fc2")(h)
+        return out

@@ -1,0 +1,171 @@
+"""SeaMo: multi-season, multi-modal masked image modeling (the pretraining module).
+
+    batch --patchify--> visible patches of every (season, modality) view
+          --Encoder-->  one token sequence per sample ([cls] + S*M*V tokens)
+          --TMFusion--> (fusion="tm") season cascade of cross-modal attention
+          --MAEDecoder per modality--> pixels of every patch
+          --losses-->   masked MSE, summed over modalities
+
+With one season, one modality and fusion="none" there are no season /
+modality embeddings, no fusion params and one decoder: the module is exactly
+MAE (same params, same maths up to the order of visible tokens, to which
+attention is invariant).
+
+Top-level param tree: `encoder/...` (models/encoder.py), `fusion/...`
+(models/fusion.py, only with fusion="tm"), `decoder_<m>/...` (models/decoder.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from seamo_jax.models import losses as losses_lib
+from seamo_jax.models import masking
+from seamo_jax.models.decoder import MAEDecoder
+from seamo_jax.models.encoder import Encoder
+from seamo_jax.models.fusion import TMFusion
+from seamo_jax.models.patch_embed import patchify
+from seamo_jax.models.sizes import ViTSize
+
+
+class SeaMo(nn.Module):
+    """The SeaMo pretraining model. Build it with `seamo_jax.models.build_model`.
+
+    Attributes:
+      modalities: modality keys, in the order of the batch mask's M axis.
+      in_chans: bands per modality, aligned with `modalities`.
+      image_size: (h, w) of a view in pixels (pretraining crops).
+      patch_size: p.
+      size: encoder shape.
+      num_seasons: season embeddings available (batches may carry fewer seasons).
+      fusion: "tm" or "none".
+      num_fusion_blocks, decoder_dim, decoder_depth, decoder_heads: see config.model.
+      mask_ratio: fraction of tokens masked per view (the data pipeline's).
+      norm_pix_loss: per-patch normalised pixel targets.
+      dtype: compute dtype; params are float32.
+      scan_layers, remat_policy, attention_impl: see models/vit.py.
+    """
+
+    modalities: tuple[str, ...]
+    in_chans: tuple[int, ...]
+    image_size: tuple[int, int]
+    patch_size: int
+    size: ViTSize
+    num_seasons: int
+    fusion: str = "tm"
+    num_fusion_blocks: int = 1
+    decoder_dim: int = 512
+    decoder_depth: int = 8
+    decoder_heads: int = 16
+    mask_ratio: float = 0.75
+    norm_pix_loss: bool = True
+    dtype: Any = jnp.float32
+    scan_layers: bool = True
+    remat_policy: str = "none"
+    attention_impl: str | None = None
+
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        return self.image_size[0] // self.patch_size, self.image_size[1] // self.patch_size
+
+    @property
+    def num_tokens(self) -> int:
+        return self.grid_size[0] * self.grid_size[1]
+
+    def setup(self):
+        self.encoder = Encoder(self.modalities, self.in_chans, self.patch_size, self.size, self.num_seasons,
+                               self.dtype, self.scan_layers, self.remat_policy, self.attention_impl)
+        if self.fusion == "tm":
+            self.tm_fusion = TMFusion(self.modalities, self.num_fusion_blocks, self.size.num_heads,
+                                      self.size.mlp_dim, self.dtype, self.attention_impl, name="fusion")
+        elif self.fusion != "none":
+            raise ValueError(f"unknown fusion {self.fusion!r}; use 'tm' or 'none'")
+        self.decoders = {
+            m: MAEDecoder(self.patch_size, c, self.decoder_dim, self.decoder_depth, self.decoder_heads,
+                          self.num_seasons, self.dtype, self.scan_layers, self.remat_policy, self.attention_impl,
+                          name=f"decoder_{m}")
+            for m, c in zip(self.modalities, self.in_chans)
+        }
+
+    def __call__(self, batch: Mapping[str, Any], train: bool = True) -> tuple[jnp.ndarray, dict[str, Any]]:
+        """Masked reconstruction loss of one batch (contracts.md section 2 / 3).
+
+        Args:
+          batch: views[m] float [B, S, h, w, C_m], offsets int [B, S, 2],
+            mask bool [B, S, M, T] (True = masked, exactly round(ratio*T) per view).
+          train: unused (no dropout, as MAE); kept for the contract.
+        Returns:
+          loss: float32 scalar (sum over modalities; NaN if a view's mask
+            count differs from round(mask_ratio * T)).
+          aux: {"losses": {"total", m, f"{m}/season_{s}"},
+                "pred": {m: [B, S, T, p*p*C_m]} (normalised-pixel space if norm_pix_loss)}.
+        """
+        del train
+        views, offsets, mask = batch["views"], batch["offsets"], batch["mask"]
+        seasons = offsets.shape[1]
+        season_ids = tuple(range(seasons))
+        if mask.shape[2] != len(self.modalities) or mask.shape[3] != self.num_tokens:
+            raise ValueError(f"mask shape {mask.shape} does not match modalities {self.modalities} and "
+                             f"{self.num_tokens} tokens per view")
+        num_masked = masking.num_masked(self.num_tokens, self.mask_ratio)
+        num_visible = self.num_tokens - num_masked
+        targets, masks, restore, vis_patches, vis_ids = {}, {}, {}, {}, {}
+        for i, m in enumerate(self.modalities):
+            patches = patchify(views[m], self.patch_size)  # [B, S, T, P]
+            masks[m] = mask[:, :, i]
+            vis_ids[m], restore[m] = masking.visible_indices(masks[m], num_visible)
+            vis_patches[m] = masking.gather_tokens(patches, vis_ids[m])
+            targets[m] = losses_lib.normalise_patches(patches) if self.norm_pix_loss else patches
+        tokens = self.encoder(vis_patches, vis_ids, offsets, self.grid_size, season_ids)
+        batch_size, width = tokens.shape[0], tokens.shape[-1]
+        cls = tokens[:, 0]
+        visible = tokens[:, 1:].reshape(batch_size, seasons, len(self.modalities), num_visible, width)
+        if self.fusion == "tm":
+            visible = self.tm_fusion(visible)
+        preds = {m: self.decoders[m](visible[:, :, i], cls, restore[m], offsets, self.grid_size, season_ids)
+                 for i, m in enumerate(self.modalities)}
+        loss, losses = losses_lib.reconstruction_losses(preds, targets, masks)
+        loss = jnp.where(masking.mask_count_ok(mask, num_masked), loss, jnp.nan)
+        return loss, {"losses": losses, "pred": preds}
+
+    def encode(self, views: Mapping[str, jnp.ndarray], offsets: jnp.ndarray, modalities: Sequence[str] | None = None,
+               seasons: Sequence[int] | None = None, pool: str = "mean") -> tuple[jnp.ndarray, jnp.ndarray]:
+        """Encoder features of unmasked views (no fusion, no decoder): for probes and export.
+
+        Args:
+          views: modality -> [B, S, h, w, C_m]; h, w any multiple of p (the
+            position embedding is computed, not a fixed table).
+          offsets: [B, S, 2] crop origins in tile pixels (zeros for single images).
+          modalities: which of `views` to use (default: every model modality in `views`).
+          seasons: indices into the S axis to use; each keeps its index as its
+            season-embedding id (default: all S).
+          pool: "mean" (mean of patch tokens) or "cls".
+        Returns:
+          tokens: [B, S'*M'*T, D] normalised patch tokens (season-major, then
+            modality, then row-major token), cls excluded.
+          pooled: [B, D].
+        """
+        modalities = tuple(m for m in self.modalities if m in (modalities or views))
+        if not modalities:
+            raise ValueError(f"no model modality in {sorted(views)}; model has {self.modalities}")
+        num_views = views[modalities[0]].shape[1]
+        season_ids = tuple(seasons) if seasons is not None else tuple(range(num_views))
+        select = jnp.asarray(season_ids)
+        h, w = views[modalities[0]].shape[2:4]
+        grid = (h // self.patch_size, w // self.patch_size)
+        offsets = offsets[:, select]
+        patches, ids = {}, {}
+        for m in modalities:
+            patches[m] = patchify(views[m][:, select], self.patch_size)
+            ids[m] = jnp.broadcast_to(jnp.arange(grid[0] * grid[1], dtype=jnp.int32), patches[m].shape[:3])
+        tokens = self.encoder(patches, ids, offsets, grid, season_ids)
+        if pool == "mean":
+            pooled = jnp.mean(tokens[:, 1:], axis=1)
+        elif pool == "cls":
+            pooled = tokens[:, 0]
+        else:
+            raise ValueError(f"unknown pool {pool!r}; use 'mean' or 'cls'")
+        return tokens[:, 1:], pooled

@@ -1,0 +1,102 @@
+"""Pre-LN ViT block and a stack of them (scanned over depth, optionally remat'd).
+
+Block (as MAE / timm `Block`):  x = x + attn(norm1(x));  x = x + mlp(norm2(x)).
+
+With `scan=True` the blocks are one `nn.scan` over a single block whose params
+carry a leading [depth] axis (logical name "layers"): compile time and
+program size no longer grow with depth, which matters on CPU and on TPU pods.
+Param tree of a stack (under its parent, e.g. `encoder/`):
+
+    blocks/norm1/{scale,bias}            [depth, D]
+    blocks/attn/qkv/{kernel,bias}        [depth, D, 3, H, Dh], [depth, 3, H, Dh]
+    blocks/attn/proj/{kernel,bias}       [depth, H, Dh, D], [depth, D]
+    blocks/norm2/{scale,bias}            [depth, D]
+    blocks/mlp/fc1/{kernel,bias}         [depth, D, F], [depth, F]
+    blocks/mlp/fc2/{kernel,bias}         [depth, F, D], [depth, D]
+
+With `scan=False` the same subtrees are `blocks_0`, `blocks_1`, ... without
+the leading axis.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from seamo_jax.models import layers
+from seamo_jax.models.attention import SelfAttention
+
+_ACTIVATION = ("batch", "length", "embed")
+
+REMAT_POLICIES = {
+    "none": None,  # no rematerialisation: keep every activation
+    "full": jax.checkpoint_policies.nothing_saveable,  # recompute the whole block in backward
+    "dots_saveable": jax.checkpoint_policies.dots_saveable,
+    "dots_with_no_batch_dims_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+class Block(nn.Module):
+    """One pre-LN Transformer block. `scanned=True` makes it return (x, None) for nn.scan."""
+
+    num_heads: int
+    mlp_dim: int
+    dtype: jnp.dtype = jnp.float32
+    attention_impl: str | None = None
+    scanned: bool = False
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, *_unused):
+        """[B, L, D] -> [B, L, D] (or ([B, L, D], None) when scanned)."""
+        x = nn.with_logical_constraint(x, _ACTIVATION)
+        h = layers.layer_norm("norm1", self.dtype)(x)
+        x = x + SelfAttention(self.num_heads, self.dtype, self.attention_impl, name="attn")(h)
+        x = nn.with_logical_constraint(x, _ACTIVATION)
+        h = layers.layer_norm("norm2", self.dtype)(x)
+        x = x + layers.Mlp(self.mlp_dim, self.dtype, name="mlp")(h)
+        x = nn.with_logical_constraint(x, _ACTIVATION)
+        return (x, None) if self.scanned else x
+
+
+def block_stack(x: jnp.ndarray, *, depth: int, num_heads: int, mlp_dim: int, dtype: jnp.dtype = jnp.float32,
+                scan: bool = True, remat_policy: str = "none", attention_impl: str | None = None,
+                name: str = "blocks") -> jnp.ndarray:
+    """Applies `depth` Blocks; call inside a parent's `nn.compact` method.
+
+    A function rather than a wrapper Module so the params sit directly at
+    `<parent>/blocks/...` (scanned) or `<parent>/blocks_<i>/...` (unrolled),
+    the layout timm/MAE exports expect, without an extra nesting level.
+
+    Args:
+      x: [B, L, D].
+      depth, num_heads, mlp_dim: block shapes.
+      dtype: compute dtype (params stay float32).
+      scan: one nn.scan over depth (True) or unrolled blocks (False).
+      remat_policy: a key of REMAT_POLICIES.
+      attention_impl: passed to jax.nn.dot_product_attention (None = XLA).
+      name: param subtree name.
+    Returns:
+      [B, L, D].
+    """
+    if remat_policy not in REMAT_POLICIES:
+        raise ValueError(f"unknown remat_policy {remat_policy!r}; known: {sorted(REMAT_POLICIES)}")
+    block_cls = Block
+    if remat_policy != "none":
+        # Inside scan the loop boundary already stops XLA from CSE-ing the
+        # recomputation away, so prevent_cse (extra barriers) would only cost speed.
+        block_cls = nn.remat(Block, policy=REMAT_POLICIES[remat_policy], prevent_cse=not scan)
+    kwargs = dict(num_heads=num_heads, mlp_dim=mlp_dim, dtype=dtype, attention_impl=attention_impl)
+    if scan:
+        scanned = nn.scan(
+            block_cls,
+            variable_axes={"params": 0},
+            split_rngs={"params": True, "dropout": True},
+            length=depth,
+            metadata_params={nn.PARTITION_NAME: "layers"},
+        )
+        x, _ = scanned(**kwargs, scanned=True, name=name)(x, None)
+        return x
+    for i in range(depth):
+        x = block_cls(**kwargs, name=f"{name}_{i}")(x)
+    return x

@@ -1,0 +1,183 @@
+"""Orbax checkpoints: TrainState + Grain iterator state, async and atomic.
+
+Layout of a workdir:
+
+    <workdir>/config.json                 the run's ConfigDict
+    <workdir>/sensors.json                modality -> SensorSpec (seamo_jax.sensors)
+    <workdir>/checkpoints/                Orbax CheckpointManager directory
+        config.json, sensors.json         copies, so the dir is self-describing
+        <step>/state/                     TrainState (step, params, opt_state, rng)
+        <step>/data/process_<i>-of-<n>.json   Grain iterator state per process
+
+Writes go to a temporary directory renamed on completion (or a commit file
+on object stores), so a save killed half-way is never listed as a step and
+resume always picks the newest *complete* checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from typing import Any, Mapping
+
+import grain
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers as ocm
+
+from seamo_jax import sensors as sensors_lib
+
+PyTree = Any
+CHECKPOINT_SUBDIR = "checkpoints"
+
+
+def sensor_specs_from_config(data_config: Any) -> dict[str, sensors_lib.SensorSpec]:
+    """modality -> SensorSpec for the modalities the run trains on."""
+    return {m: sensors_lib.get_sensor(data_config.sensors[m]) for m in data_config.modalities}
+
+
+def write_run_metadata(workdir: str | pathlib.Path, config: ml_collections.ConfigDict,
+                       specs: Mapping[str, sensors_lib.SensorSpec]) -> None:
+    """Writes config.json and sensors.json into the workdir and its checkpoint dir (process 0 only)."""
+    if jax.process_index() != 0:
+        return
+    workdir = pathlib.Path(workdir)
+    for directory in (workdir, workdir / CHECKPOINT_SUBDIR):
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "config.json").write_text(config.to_json_best_effort(indent=2, sort_keys=True))
+        (directory / "sensors.json").write_text(sensors_lib.specs_to_json(specs))
+
+
+class Checkpointer:
+    """Thin policy layer over `ocp.CheckpointManager` for training runs.
+
+    Args:
+      directory: the CheckpointManager dir (normally `<workdir>/checkpoints`).
+      save_every: save when `step % save_every == 0` (plus forced saves).
+      keep: number of most recent checkpoints kept.
+      keep_best: additionally keep this many lowest-`loss` checkpoints (0 = off).
+      async_save: write in a background thread; call `wait()` before reading.
+    """
+
+    def __init__(self, directory: str | pathlib.Path, *, save_every: int, keep: int = 2, keep_best: int = 0,
+                 async_save: bool = True):
+        self.directory = pathlib.Path(directory).absolute()
+        policies: list[Any] = [ocm.LatestN(n=max(int(keep), 1))]
+        if keep_best > 0:
+            # BestN keeps the highest values, so rank by negative loss.
+            policies.append(ocm.BestN(get_metric_fn=lambda m: -float(m["loss"]), n=int(keep_best)))
+        options = ocp.CheckpointManagerOptions(
+            save_interval_steps=max(int(save_every), 1),
+            preservation_policy=ocm.AnyPreservationPolicy(policies),
+            enable_async_checkpointing=async_save,
+            atomicity_options=ocp.options.AtomicityOptions(mode=ocp.options.AtomicityMode.AUTO),
+            # Temp dirs of saves killed mid-write are never listed as steps;
+            # removing them on start keeps the dir tidy.
+            cleanup_tmp_directories=True,
+            create=True,
+        )
+        self.manager = ocp.CheckpointManager(self.directory, options=options)
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        return list(self.manager.all_steps())
+
+    def save(self, step: int, state: PyTree, data_iterator: Any = None, *, metrics: Mapping[str, float] | None = None,
+             force: bool = False) -> bool:
+        """Starts an (async) save of `state` and the iterator position; returns whether it saved.
+
+        The Grain iterator state is captured synchronously inside this call,
+        so the iterator may be advanced as soon as it returns.
+        """
+        items = {"state": ocp.args.StandardSave(state)}
+        if data_iterator is not None:
+            items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
+        metrics = None if metrics is None else {k: float(v) for k, v in metrics.items()}
+        return self.manager.save(int(step), args=ocp.args.Composite(**items), metrics=metrics, force=force)
+
+    def restore(self, abstract_state: PyTree, data_iterator: Any = None, step: int | None = None) -> tuple[PyTree, Any]:
+        """Restores `state` (and the iterator in place) from `step` (default: latest).
+
+        Args:
+          abstract_state: pytree of `jax.ShapeDtypeStruct` with `.sharding`
+            set: the target layout. It may be a different mesh from the one
+            that saved; Orbax reshards on read.
+          data_iterator: Grain iterator to reposition, or None.
+        Returns:
+          (state, data_iterator).
+        """
+        step = self.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"no complete checkpoint in {self.directory}")
+        items = {"state": ocp.args.StandardRestore(abstract_state)}
+        if data_iterator is not None:
+            items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
+        restored = self.manager.restore(step, args=ocp.args.Composite(**items))
+        return restored["state"], (restored["data"] if data_iterator is not None else None)
+
+    def wait(self) -> None:
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.wait_until_finished()
+        self.manager.close()
+
+
+def abstract_with_shardings(abstract: PyTree, shardings: PyTree) -> PyTree:
+    """ShapeDtypeStructs carrying the target shardings (restore target)."""
+    return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
+
+
+def resolve_checkpoint_dir(path: str | pathlib.Path) -> pathlib.Path:
+    """Accepts a workdir or its `checkpoints/` dir; returns the CheckpointManager dir."""
+    path = pathlib.Path(path).absolute()
+    if (path / CHECKPOINT_SUBDIR).is_dir():
+        return path / CHECKPOINT_SUBDIR
+    return path
+
+
+def _read_metadata_file(checkpoint_dir: pathlib.Path, name: str) -> str:
+    for directory in (checkpoint_dir, checkpoint_dir.parent):
+        if (directory / name).exists():
+            return (directory / name).read_text()
+    raise FileNotFoundError(f"{name} not found in {checkpoint_dir} or its parent; not a seamo_jax checkpoint dir?")
+
+
+def load_params(checkpoint_dir: str | pathlib.Path, step: int | None = None
+                ) -> tuple[PyTree, ml_collections.ConfigDict, dict[str, sensors_lib.SensorSpec]]:
+    """Reads the params of a training checkpoint for evaluation / export.
+
+    Args:
+      checkpoint_dir: a workdir or its `checkpoints/` dir.
+      step: checkpoint step; default the latest complete one.
+    Returns:
+      (params, config, sensor_specs): params as a nested dict of `jax.Array`s
+      on the first local device (optimiser state is not read), the run's
+      ConfigDict, and modality -> SensorSpec.
+    """
+    directory = resolve_checkpoint_dir(checkpoint_dir)
+    config = ml_collections.ConfigDict(json.loads(_read_metadata_file(directory, "config.json")))
+    specs = sensors_lib.specs_from_json(_read_metadata_file(directory, "sensors.json"))
+    manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True))
+    step = manager.latest_step() if step is None else step
+    if step is None:
+        raise FileNotFoundError(f"no complete checkpoint in {directory}")
+    if step not in manager.all_steps():
+        raise FileNotFoundError(f"no complete checkpoint for step {step} in {directory}; have {manager.all_steps()}")
+    # Read only the params subtree, placed on one local device whatever mesh
+    # wrote it: evaluation runs on a different device layout than training.
+    state_dir = directory / str(step) / "state"
+    device = jax.local_devices()[0]
+    checkpointer = ocp.PyTreeCheckpointer()
+    metadata = checkpointer.metadata(state_dir).item_metadata.tree
+    params_meta = metadata["params"]
+    sharding = jax.sharding.SingleDeviceSharding(device)
+    target = {"params": jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding), params_meta)}
+    restore_args = ocp.checkpoint_utils.construct_restore_args(target)
+    restored = checkpointer.restore(
+        state_dir, args=ocp.args.PyTreeRestore(item=target, restore_args=restore_args, partial_restore=True))
+    manager.close()
+    return restored["params"], config, specs

@@ -1,0 +1,152 @@
+"""Everything the loop needs, built from the config: mesh, model, optimiser,
+sharded state (fresh, resumed or warm-started), data iterator, checkpointer,
+compiled step. Kept apart from the loop so benchmarks and tests build the
+same objects without running it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import ml_collections
+import optax
+from jax.sharding import Mesh
+
+from seamo_jax import models, parallel
+from seamo_jax.data.global_batch import to_global_batch
+from seamo_jax.data.pipeline import make_train_iterator
+from seamo_jax.sensors import SensorSpec
+from seamo_jax.train import checkpoint as ckpt_lib
+from seamo_jax.train.optimizer import make_optimizer
+from seamo_jax.train.state import TrainState, create_train_state, state_shardings
+from seamo_jax.train.step import make_predict_fn, make_train_step
+from seamo_jax.train.warm_start import warm_start_params
+
+PyTree = Any
+
+
+@dataclasses.dataclass
+class TrainSetup:
+    config: ml_collections.ConfigDict
+    mesh: Mesh
+    rules: tuple
+    model: nn.Module
+    tx: optax.GradientTransformation
+    schedule: optax.Schedule
+    state: TrainState
+    shardings: TrainState
+    sensor_specs: dict[str, SensorSpec]
+    train_step: Callable
+    predict: Callable
+    num_params: int
+    iterator: Any = None
+    checkpointer: ckpt_lib.Checkpointer | None = None
+    warm_start_report: dict | None = None
+
+    def to_global(self, local_batch: Any) -> Any:
+        return to_global_batch(local_batch, self.mesh)
+
+
+def build_model_from_config(config: ml_collections.ConfigDict, specs: dict[str, SensorSpec]) -> nn.Module:
+    """SeaMo for `config`; `config.model.num_seasons` (if set) overrides the season-table size,
+    so a 1-season phase-1 model can carry the 4-row table phase 2 reuses."""
+    return models.build_model(
+        config.model,
+        modalities=tuple(config.data.modalities),
+        in_chans={m: specs[m].num_bands for m in config.data.modalities},
+        num_seasons=int(config.model.get("num_seasons", None) or config.data.seasons),
+        image_size=int(config.data.crop_size),
+        mask_ratio=float(config.mask.ratio),
+    )
+
+
+def check_batch_layout(config: ml_collections.ConfigDict, mesh: Mesh, batch_axes: tuple[str, ...]) -> None:
+    """The global batch must split evenly over data shards x micro-batches."""
+    shards = parallel.data_parallel_size(mesh, batch_axes)
+    accum = int(config.optim.get("grad_accum_steps", 1))
+    batch = int(config.data.batch_size)
+    if batch % (shards * accum):
+        raise ValueError(
+            f"config.data.batch_size={batch} must be divisible by data shards ({shards}, mesh {dict(mesh.shape)}) "
+            f"x optim.grad_accum_steps ({accum})")
+    if batch % jax.process_count():
+        raise ValueError(f"config.data.batch_size={batch} not divisible by {jax.process_count()} processes")
+
+
+def init_train_state(model: nn.Module, tx: optax.GradientTransformation, seed: int, mesh: Mesh, rules: tuple,
+                     init_batch_size: int) -> tuple[TrainState, TrainState, PyTree]:
+    """Fresh, born-sharded TrainState.
+
+    Returns:
+      (state, state_shardings, params_shardings).
+    """
+    init_key, train_key = jax.random.split(jax.random.key(seed))
+    example = models.example_batch(model, batch_size=init_batch_size)
+    init_fn = lambda key: model.init({"params": key, "dropout": key}, example, train=False)["params"]  # noqa: E731
+    params, params_shardings = parallel.sharded_init(init_fn, mesh, rules, init_key)
+    make_state = lambda p, k: create_train_state(p, tx, k)  # noqa: E731
+    abstract = jax.eval_shape(make_state, params, train_key)
+    shardings = state_shardings(abstract, params_shardings, mesh)
+    state = jax.jit(make_state, out_shardings=shardings)(params, train_key)
+    return state, shardings, params_shardings
+
+
+def build_train_setup(config: ml_collections.ConfigDict, workdir: str | pathlib.Path | None, source: Any, *,
+                      mesh: Mesh | None = None) -> TrainSetup:
+    """Builds the full training setup; resumes from `<workdir>/checkpoints` if it holds a checkpoint.
+
+    Args:
+      source: random-access record source (None: no iterator, e.g. benchmarks
+        feeding synthetic batches).
+      workdir: None: no checkpointer and no metadata files.
+      mesh: default `make_mesh(config.mesh)`.
+    """
+    mesh = parallel.make_mesh(config.mesh) if mesh is None else mesh
+    rules = parallel.logical_rules(config.sharding_rules, mesh)
+    batch_axes = parallel.batch_mesh_axes(rules)
+    check_batch_layout(config, mesh, batch_axes)
+    specs = ckpt_lib.sensor_specs_from_config(config.data)
+    model = build_model_from_config(config, specs)
+    tx, schedule = make_optimizer(config.optim, int(config.train.num_steps))
+    state, shardings, params_shardings = init_train_state(
+        model, tx, int(config.seed), mesh, rules, parallel.data_parallel_size(mesh, batch_axes))
+    batch_sharding = parallel.batch_sharding(mesh, batch_axes)
+    # Off unless the config asks: the model's activation constraints only pay
+    # off with tensor/FSDP-sharded activations on big meshes, and tracing
+    # under a global mesh currently trips flax DenseGeneral's boxed-kernel
+    # reshape in seamo_jax.models (multi-dim `features`).
+    constraints = bool(config.train.get("activation_constraints", False))
+    setup = TrainSetup(
+        config=config, mesh=mesh, rules=rules, model=model, tx=tx, schedule=schedule, state=state,
+        shardings=shardings, sensor_specs=specs,
+        train_step=make_train_step(model, tx, schedule, mesh, rules, shardings, batch_sharding,
+                                   grad_accum_steps=int(config.optim.get("grad_accum_steps", 1)),
+                                   batch_axes=batch_axes, activation_constraints=constraints),
+        predict=make_predict_fn(model, mesh, rules, params_shardings, batch_sharding, constraints),
+        num_params=models.param_count(state.params),
+    )
+    if source is not None:
+        setup.iterator = make_train_iterator(config, source)
+    if workdir is None:
+        return setup
+    ckpt_lib.write_run_metadata(workdir, config, specs)
+    train = config.train
+    setup.checkpointer = ckpt_lib.Checkpointer(
+        pathlib.Path(workdir) / ckpt_lib.CHECKPOINT_SUBDIR, save_every=int(train.checkpoint_every),
+        keep=int(train.keep_checkpoints), keep_best=int(train.get("keep_best", 0) or 0),
+        async_save=bool(train.get("async_checkpointing", True)))
+    if setup.checkpointer.latest_step() is not None:
+        target = ckpt_lib.abstract_with_shardings(jax.eval_shape(lambda s: s, state), shardings)
+        del state, setup.state  # free the fresh state before reading the checkpoint
+        setup.state, setup.iterator = setup.checkpointer.restore(target, setup.iterator)
+    elif config.get("init_from", None):
+        pretrained, _, _ = ckpt_lib.load_params(config.init_from)
+        params, setup.warm_start_report = warm_start_params(state.params, pretrained, params_shardings)
+        # Re-create the optimiser state for the new params (phase 2 starts its own schedule).
+        setup.state = jax.jit(lambda p: state.replace(params=p, opt_state=tx.init(p)),
+                              out_shardings=shardings)(params)
+    return setup

@@ -1,0 +1,35 @@
+"""Per-view token masks: exact count, True = masked, optional sharing across modalities."""
+import numpy as np
+import pytest
+
+from seamo_jax.data import masking
+
+
+@pytest.mark.parametrize("tokens,ratio", [(16, 0.75), (196, 0.75), (5, 0.5), (10, 0.0), (10, 1.0), (49, 0.9)])
+def test_exact_count_per_view(tokens, ratio):
+    mask = masking.random_token_masks(np.random.default_rng(0), 4, 2, tokens, ratio)
+    assert mask.shape == (4, 2, tokens) and mask.dtype == bool
+    assert (mask.sum(-1) == int(np.floor(ratio * tokens + 0.5))).all()
+
+
+def test_num_masked_rounds_half_up_and_checks():
+    assert masking.num_masked(5, 0.5) == 3
+    assert masking.num_masked(196, 0.75) == 147
+    assert masking.num_tokens(224, 16) == 196
+    with pytest.raises(ValueError):
+        masking.num_tokens(30, 8)
+
+
+def test_shared_and_independent_masks():
+    rng = np.random.default_rng(0)
+    shared = masking.random_token_masks(rng, 4, 2, 64, 0.75, shared_across_modalities=True)
+    np.testing.assert_array_equal(shared[:, 0], shared[:, 1])
+    assert not np.array_equal(shared[0, 0], shared[1, 0])  # seasons still independent
+    independent = masking.random_token_masks(rng, 4, 2, 64, 0.75)
+    assert not np.array_equal(independent[:, 0], independent[:, 1])
+
+
+def test_every_token_equally_likely():
+    rng = np.random.default_rng(0)
+    freq = np.mean([masking.random_token_masks(rng, 1, 1, 16, 0.75)[0, 0] for _ in range(2000)], axis=0)
+    assert np.abs(freq - 0.75).max() < 0.05

@@ -1,0 +1,104 @@
+"""run_probe end to end on tiny generated data: determinism, baselines, sensor mismatch, EuroSAT layout."""
+
+import json
+import pathlib
+
+import jax
+import numpy as np
+import pytest
+
+from seamo_jax import configs, sensors
+from seamo_jax.data import testing as data_testing
+from seamo_jax.evaluate import encoders, probe
+from seamo_jax.train import checkpoint as checkpoint_lib
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _records(num: int, seed: int, num_classes: int = 3) -> list[dict]:
+    """Random tiles whose S2 brightness depends on the label, so band statistics can separate classes."""
+    records = data_testing.make_records(num, seed=seed, num_classes=num_classes, num_seasons=4, tile_size=16)
+    for r in records:
+        r["s2"] = (r["s2"] // 4 + 2000 * int(r["label"])).astype(np.uint16)
+    return records
+
+
+def _config(tmp_path: pathlib.Path):
+    config = configs.load_config_file(str(REPO / "experiments/probe_synthetic.py:fast"))
+    config.data.crop_size = 16
+    config.model.size = "tiny"  # scanned blocks: compile cost does not grow with depth
+    config.model.decoder_dim = 16
+    config.model.decoder_heads = 2
+    config.probe.crop_size = 16
+    config.probe.num_train = 36
+    config.probe.num_test = 18
+    config.probe.seeds = (0, 1, 2)
+    config.probe.input_sets = (
+        {"name": "S2+S1, 4 seasons", "modalities": ("s2", "s1"), "seasons": (0, 1, 2, 3)},
+        {"name": "S1, season 2", "modalities": ("s1",), "seasons": (2,)},
+    )
+    return config
+
+
+def _sources():
+    return {"train": _records(36, seed=0), "test": _records(18, seed=1)}
+
+
+def test_run_probe_random_init_and_band_stats_deterministic(tmp_path):
+    config = _config(tmp_path)
+    first = probe.run_probe(config, None, str(tmp_path / "a"), sources=_sources(), num_classes=3)
+    second = probe.run_probe(config, None, str(tmp_path / "b"), sources=_sources(), num_classes=3)
+    text_a = (tmp_path / "a" / "probe_results.json").read_text()
+    assert text_a == (tmp_path / "b" / "probe_results.json").read_text()  # identical to the last digit
+    assert json.loads(text_a) == json.loads(json.dumps(first, default=str)) == json.loads(json.dumps(second, default=str))
+    rows = {(r["input"], r["encoder"], r["metric"], r["label_fraction"]): r for r in first["results"]}
+    assert {r["encoder"] for r in first["results"]} == {"random_init", "band_stats"}  # no checkpoint: no pretrained
+    band = rows[("S2+S1, 4 seasons", "band_stats", "linear_top1", 1.0)]
+    assert band["n"] == 3 and band["mean"] > 0.9        # brightness encodes the label
+    # S1 carries no label signal here: near chance for every encoder.
+    assert rows[("S1, season 2", "band_stats", "linear_top1", 1.0)]["mean"] < 0.7
+    # Random-init features differ per seed (init seed = init_seed + seed), band stats do not.
+    random_rows = rows[("S2+S1, 4 seasons", "random_init", "knn_top1", 1.0)]
+    assert len(random_rows["per_seed"]) == 3
+    md = (tmp_path / "a" / "probe_results.md").read_text()
+    assert "| S2+S1, 4 seasons | band_stats |" in md and "linear_top1 @100%" in md
+    assert sorted(p.name for p in (tmp_path / "a" / "splits").iterdir()) == [
+        "labels_0.25_seed0.json", "labels_0.25_seed1.json", "labels_0.25_seed2.json",
+        "labels_1_seed0.json", "labels_1_seed1.json", "labels_1_seed2.json"]
+    # Cached features are reused: a third run in the same dir does not recompute (same files, same numbers).
+    cache = sorted((tmp_path / "a" / "feature_cache").glob("*.npy"))
+    assert len(cache) == 2 * 3  # 2 input sets x 3 random inits
+    third = probe.run_probe(config, None, str(tmp_path / "a"), sources=_sources(), num_classes=3)
+    assert json.dumps(third, sort_keys=True, default=str) == json.dumps(first, sort_keys=True, default=str)
+
+
+def _write_checkpoint(workdir: pathlib.Path, config, specs) -> None:
+    source = encoders.load_encoder_source(config, None)
+    params = encoders.random_init(source, seed=42)["params"]
+    checkpoint_lib.write_run_metadata(workdir, config, specs)
+    ckpt = checkpoint_lib.Checkpointer(workdir / "checkpoints", save_every=1, async_save=False)
+    ckpt.save(5, {"params": params, "step": np.int32(5)}, force=True)
+    ckpt.close()
+
+
+def test_pretrained_checkpoint_probe_and_sensor_mismatch(tmp_path):
+    config = _config(tmp_path)
+    config.probe.input_sets = ({"name": "S2, season 0", "modalities": ("s2",), "seasons": (0,)},)
+    config.probe.seeds = (0,)
+    config.probe.encoders = ("pretrained",)
+    config.probe.label_fractions = (1.0,)
+    good = tmp_path / "good"
+    _write_checkpoint(good, config, {"s2": sensors.S2_L1C, "s1": sensors.S1_GRD})
+    results = probe.run_probe(config, str(good), str(tmp_path / "out"), sources=_sources(), num_classes=3)
+    assert {r["encoder"] for r in results["results"]} == {"pretrained"}
+    assert results["checkpoint"] == str(good)
+    # The same weights as random init seed 42 give the same features as a random-init probe with that seed.
+    config.probe.encoders = ("random_init",)
+    config.probe.init_seed = 42
+    random = probe.run_probe(config, None, str(tmp_path / "out2"), sources=_sources(), num_classes=3)
+    assert [r["mean"] for r in random["results"]] == [r["mean"] for r in results["results"]]
+    # A checkpoint trained on L2A (12 bands) must refuse L1C evaluation data.
+    bad = tmp_path / "bad"
+    _write_checkpoint(bad, config, {"s2": sensors.S2_L2A, "s1": sensors.S1_GRD})
+    with pytest.raises(sensors.SensorMismatchError, match="level L1C vs trained L2A"):
+        probe.run_probe(config, str(bad), str(tmp_path / "out3"), sources=_sources(), num_classes=3)

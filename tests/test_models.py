@@ -1,0 +1,241 @@
+"""Tests of seamo_jax.models on CPU (8 fake devices), tiny configs.
+
+One shared tiny SeaMo (S2 + S1, 2 seasons, TM fusion, 32-px views, patch 8)
+is initialised once per module; each test adds at most one compilation.
+"""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments.demo_cpu import get_config
+from seamo_jax.models import build_model, example_batch, param_count, random_mask
+from seamo_jax.models import losses as losses_lib
+from seamo_jax.models import posembed
+from seamo_jax.models.flops import forward_flops
+from seamo_jax.models.fusion import TMFusion
+
+IN_CHANS = {"s2": 13, "s1": 2}
+IMAGE, PATCH, SEASONS, BATCH = 32, 8, 2, 4
+TOKENS = (IMAGE // PATCH) ** 2
+
+
+def _tiny_config(**overrides):
+    config = get_config().model
+    for key, value in overrides.items():
+        config[key] = value
+    return config
+
+
+def _random_masks(rng, shape, num_masked):
+    """numpy masks with exactly num_masked True per row (test data stays off the jax PRNG: compiles are slow here)."""
+    ranks = np.argsort(np.argsort(rng.random(shape), axis=-1), axis=-1)
+    return ranks < num_masked
+
+
+def _random_batch(model, seed, batch_size=BATCH):
+    rng = np.random.default_rng(seed)
+    batch = example_batch(model, batch_size)
+    batch["views"] = {m: jnp.asarray(rng.normal(size=v.shape), jnp.float32) for m, v in batch["views"].items()}
+    batch["offsets"] = jnp.asarray(rng.integers(0, 16, batch["offsets"].shape), jnp.int32)
+    batch["mask"] = jnp.asarray(_random_masks(rng, batch["mask"].shape, 12))
+    return batch
+
+
+@pytest.fixture(scope="module")
+def setup():
+    model = build_model(_tiny_config(), modalities=("s2", "s1"), in_chans=IN_CHANS, num_seasons=SEASONS,
+                        image_size=IMAGE)
+    batch = _random_batch(model, 1)
+    variables = jax.jit(model.init)(jax.random.key(0), example_batch(model, BATCH))
+    apply = jax.jit(model.apply)
+    return model, variables, batch, apply
+
+
+def test_output_and_loss_shapes(setup):
+    model, variables, batch, apply = setup
+    loss, aux = apply(variables, batch)
+    assert loss.shape == () and np.isfinite(loss)
+    for m, c in IN_CHANS.items():
+        assert aux["pred"][m].shape == (BATCH, SEASONS, TOKENS, PATCH * PATCH * c)
+    expected = {"total", "s2", "s1"} | {f"{m}/season_{s}" for m in IN_CHANS for s in range(SEASONS)}
+    assert set(aux["losses"]) == expected
+    np.testing.assert_allclose(loss, aux["losses"]["s2"] + aux["losses"]["s1"], rtol=1e-6)
+    # Per-season losses average (equal masked counts per season) to the modality loss.
+    np.testing.assert_allclose(np.mean([aux["losses"][f"s1/season_{s}"] for s in range(SEASONS)]),
+                               aux["losses"]["s1"], rtol=1e-5)
+
+
+def test_wrong_mask_count_gives_nan(setup):
+    model, variables, batch, apply = setup
+    bad = dict(batch, mask=batch["mask"].at[0, 0, 0].set(False))  # one view with 0 masked tokens
+    loss, _ = apply(variables, bad)
+    assert np.isnan(loss)
+
+
+def test_loss_scores_only_masked_patches():
+    rng = np.random.default_rng(0)
+    pred = {"s2": rng.normal(size=(2, 2, TOKENS, 12)).astype(np.float32)}
+    target = {"s2": rng.normal(size=(2, 2, TOKENS, 12)).astype(np.float32)}
+    mask = {"s2": _random_masks(rng, (2, 2, TOKENS), 12)}
+    loss_fn = jax.jit(lambda t: losses_lib.reconstruction_losses(pred, t, mask)[0])  # jit: eager CPU ops are slow
+    loss = loss_fn(target)
+    visible = ~mask["s2"][..., None]
+    loss_visible = loss_fn({"s2": jnp.where(visible, target["s2"] + 100.0, target["s2"])})
+    assert float(loss_visible) == float(loss)
+    loss_masked = loss_fn({"s2": jnp.where(visible, target["s2"], target["s2"] + 1.0)})
+    assert abs(float(loss_masked) - float(loss)) > 0.1
+
+
+def test_masked_pixels_do_not_reach_the_model(setup):
+    """Changing a masked patch's pixels leaves every prediction unchanged (no leak into the encoder)."""
+    model, variables, batch, apply = setup
+    _, aux = apply(variables, batch)
+    masked_token = int(jnp.argmax(batch["mask"][0, 1, 0]))  # a masked s2 token of sample 0, season 1
+    row, col = divmod(masked_token, IMAGE // PATCH)
+    views = dict(batch["views"])
+    views["s2"] = views["s2"].at[0, 1, row * PATCH:(row + 1) * PATCH, col * PATCH:(col + 1) * PATCH].add(5.0)
+    _, aux2 = apply(variables, dict(batch, views=views))
+    for m in IN_CHANS:
+        np.testing.assert_allclose(aux2["pred"][m], aux["pred"][m], atol=1e-6)
+    # Sanity: a visible patch does change the predictions.
+    visible_token = int(jnp.argmin(batch["mask"][0, 1, 0]))
+    row, col = divmod(visible_token, IMAGE // PATCH)
+    views["s2"] = batch["views"]["s2"].at[0, 1, row * PATCH:(row + 1) * PATCH, col * PATCH:(col + 1) * PATCH].add(5.0)
+    _, aux3 = apply(variables, dict(batch, views=views))
+    assert not np.allclose(aux3["pred"]["s2"], aux["pred"]["s2"], atol=1e-4)
+
+
+def test_tm_cascade_season_order():
+    """Season s depends only on seasons <= s; the cascade is not permutation-equivariant."""
+    fusion = TMFusion(("s2", "s1"), num_blocks=1, num_heads=2, mlp_dim=32)
+    tokens = jnp.asarray(np.random.default_rng(0).normal(size=(2, 3, 2, 5, 16)), jnp.float32)
+    # Random params from numpy: a jitted init would compile the PRNG for every param (slow on this CPU).
+    shapes = jax.eval_shape(fusion.init, jax.random.key(1), tokens)
+    rng = np.random.default_rng(1)
+    params = jax.tree.map(lambda s: jnp.asarray(0.2 * rng.normal(size=s.shape), jnp.float32), nn.meta.unbox(shapes))
+    run = jax.jit(fusion.apply)
+    fused = run(params, tokens)
+    assert fused.shape == tokens.shape
+    later_changed = run(params, tokens.at[:, 2].add(1.0))
+    np.testing.assert_allclose(later_changed[:, :2], fused[:, :2], atol=1e-6)  # past unaffected by future
+    assert not np.allclose(later_changed[:, 2], fused[:, 2], atol=1e-4)
+    first_changed = run(params, tokens.at[:, 0].add(1.0))
+    assert not np.allclose(first_changed[:, 1], fused[:, 1], atol=1e-4)  # carry reaches season 1
+    assert not np.allclose(first_changed[:, 2], fused[:, 2], atol=1e-4)  # ... and season 2
+    reversed_out = run(params, tokens[:, ::-1])
+    assert not np.allclose(reversed_out[:, ::-1], fused, atol=1e-4)
+    # Season 0 of the reversed run sees no carry: it equals fusing that season alone.
+    alone = run(params, tokens[:, 2:3])
+    np.testing.assert_allclose(reversed_out[:, :1], alone, atol=1e-5)
+
+
+def _block_params(d):
+    return 12 * d * d + 13 * d  # norm1, qkv, proj, norm2, fc1 (4d), fc2 with biases
+
+
+def _mae_param_count(d, depth, dd, dec_depth, p, c):
+    """Trainable params of the reference (PyTorch) MAE; its pos embeds are fixed buffers."""
+    encoder = d + (p * p * c * d + d) + depth * _block_params(d) + 2 * d  # cls, patch conv, blocks, norm
+    decoder = (d * dd + dd) + dd + dec_depth * _block_params(dd) + 2 * dd + (dd * p * p * c + p * p * c)
+    return encoder, encoder + decoder
+
+
+def _abstract_params(model):
+    return jax.eval_shape(model.init, jax.random.key(0), example_batch(model, 1))["params"]
+
+
+def test_vit_b_param_counts_match_mae():
+    config = _tiny_config(size="vit_b16", patch_size=16, fusion="none", decoder_dim=512, decoder_depth=8,
+                          decoder_heads=16)
+    model = build_model(config, modalities=("s2",), in_chans={"s2": 3}, num_seasons=1, image_size=224)
+    params = _abstract_params(model)
+    encoder_expected, total_expected = _mae_param_count(768, 12, 512, 8, 16, 3)
+    assert abs(param_count(params["encoder"]) - 86e6) / 86e6 < 0.01
+    assert param_count(params["encoder"]) == encoder_expected
+    assert param_count(params) == total_expected
+    assert set(params) == {"encoder", "decoder_s2"}
+    assert "season_embed" not in params["encoder"] and "modality_embed" not in params["encoder"]
+
+
+def test_every_param_has_logical_axes(setup):
+    model, variables, _, _ = setup
+    boxed = jax.tree.leaves(variables["params"], is_leaf=lambda x: isinstance(x, nn.Partitioned))
+    assert boxed and all(isinstance(x, nn.Partitioned) and len(x.names) == x.value.ndim for x in boxed)
+    layer_axis = variables["params"]["encoder"]["blocks"]["attn"]["qkv"]["kernel"].names
+    assert layer_axis == ("layers", "embed", None, "heads", "kv")
+
+
+def test_sharded_loss_matches_single_device(setup):
+    model, variables, batch, apply = setup
+    rules = get_config().sharding_rules
+    loss_single, _ = apply(variables, batch)
+    mesh = jax.make_mesh((2, 2, 2), ("data", "fsdp", "model"), axis_types=(jax.sharding.AxisType.Auto,) * 3)
+    param_shardings = nn.logical_to_mesh_sharding(nn.get_partition_spec(variables), mesh, rules)
+    batch_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(("data", "fsdp")))
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+        sharded_vars = jax.device_put(variables, param_shardings)
+        sharded_batch = jax.device_put(batch, batch_sharding)
+        qkv = sharded_vars["params"]["encoder"]["blocks"]["attn"]["qkv"]["kernel"].value
+        assert qkv.sharding.spec == jax.sharding.PartitionSpec(None, "fsdp", None, "model", None)
+        loss_sharded = jax.jit(lambda v, b: model.apply(v, b)[0])(sharded_vars, sharded_batch)
+    np.testing.assert_allclose(float(loss_sharded), float(loss_single), rtol=1e-5, atol=1e-5)
+
+
+def test_gradients_finite_and_nonzero(setup):
+    model, variables, batch, _ = setup
+    grads = jax.jit(jax.grad(lambda v: model.apply(v, batch)[0]))(variables)
+    flat = jax.tree_util.tree_leaves_with_path(nn.meta.unbox(grads["params"]))
+    assert len(flat) > 50
+    for path, g in flat:
+        name = jax.tree_util.keystr(path)
+        assert np.all(np.isfinite(g)), name
+        assert np.any(g != 0), name
+
+
+@pytest.mark.parametrize("modalities,seasons", [(("s2",), None), (("s1",), None), (("s2", "s1"), (1,))])
+def test_encode_subsets(setup, modalities, seasons):
+    model, variables, batch, _ = setup
+    encode = jax.jit(lambda v, views, offsets: model.apply(v, views, offsets, method="encode",
+                                                          modalities=modalities, seasons=seasons))
+    tokens, pooled = encode(variables, batch["views"], batch["offsets"])
+    num_seasons = SEASONS if seasons is None else len(seasons)
+    width = model.size.width
+    assert tokens.shape == (BATCH, num_seasons * len(modalities) * TOKENS, width)
+    assert pooled.shape == (BATCH, width)
+    assert np.all(np.isfinite(tokens))
+
+
+def test_posembed_same_ground_pixel_same_embedding():
+    dim, grid = 16, (4, 4)
+    a = posembed.sincos_2d_from_offsets(dim, jnp.array([0, 0]), grid, 8)
+    b = posembed.sincos_2d_from_offsets(dim, jnp.array([8, 16]), grid, 8)  # one row, two columns further
+    np.testing.assert_allclose(b[0], a[1 * 4 + 2], atol=1e-6)
+    c = posembed.sincos_2d_from_offsets(dim, jnp.array([4, 0]), grid, 8)  # half a patch down
+    assert not np.allclose(c[0], a[0])
+    # Offset zero = MAE's fixed table (written out independently here).
+    omega = 1.0 / 10000 ** (np.arange(dim // 4) / (dim / 4))
+    rows, cols = np.meshgrid(np.arange(4.0), np.arange(4.0), indexing="ij")
+    emb = lambda pos: np.concatenate([np.sin(pos[:, None] * omega), np.cos(pos[:, None] * omega)], axis=1)
+    mae = np.concatenate([emb(cols.reshape(-1)), emb(rows.reshape(-1))], axis=1)
+    np.testing.assert_allclose(a, mae, atol=1e-6)
+
+
+def test_random_mask_counts():
+    mask = random_mask(jax.random.key(0), (3, 2, 2, TOKENS), 12)
+    assert np.all(np.sum(mask, axis=-1) == 12)
+    assert not np.all(mask[0, 0, 0] == mask[1, 0, 0])
+
+
+def test_analytic_flops_match_xla_count():
+    """Unrolled (no scan) plain MAE: XLA's count (dots + a little elementwise) is within 10% of ours."""
+    model = build_model(_tiny_config(fusion="none", scan_layers=False), modalities=("s2",), in_chans=IN_CHANS,
+                        num_seasons=1, image_size=IMAGE)
+    batch = example_batch(model, 2)
+    variables = jax.eval_shape(model.init, jax.random.key(0), batch)
+    cost = jax.jit(model.apply).lower(variables, batch).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    analytic = forward_flops(model, 2)["total"]
+    assert analytic <= cost["flops"] <= 1.1 * analytic
