@@ -1,14 +1,12 @@
 """Orbax save/restore of a sharded TrainState: exact round trip, resharding, atomicity, load_params."""
 
 import json
-import pathlib
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import pytest
 
 from seamo_jax import parallel, sensors
 from seamo_jax.train import checkpoint as ckpt_lib

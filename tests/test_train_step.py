@@ -146,16 +146,3 @@ def test_preemption_watcher_catches_sigterm_and_restores_handler():
         assert watcher.should_stop(2)
     assert signal.getsignal(signal.SIGTERM) == before
 
-
-@pytest.mark.slow
-@pytest.mark.xfail(reason="seamo_jax.models dense(): flax DenseGeneral reshapes a logically boxed kernel and "
-                          "constrains it under a global mesh (multi-dim features); fix belongs to models/",
-                   strict=False)
-def test_real_model_step_with_activation_constraints():
-    from test_train_helpers import tiny_config, tiny_records
-    from seamo_jax.train.setup import build_train_setup
-    config = tiny_config(mesh_shape=(2, 2, 2))
-    config.train.activation_constraints = True
-    setup = build_train_setup(config, None, tiny_records())
-    state, metrics = setup.train_step(setup.state, setup.to_global(next(setup.iterator)))
-    assert np.isfinite(float(metrics["loss"]))

@@ -87,6 +87,9 @@ class SyntheticSeasons(tfds.core.GeneratorBasedBuilder):
             raise ValueError("give either config or generator parameters, not both")
         if config is None:
             config = SyntheticSeasonsConfig.from_params(**params)
+        if any(config.name == known.name for known in self.BUILDER_CONFIGS):
+            # TFDS refuses a custom config named like a registered one; pass the name instead.
+            config = config.name
         if writer not in ("parallel", "tfds"):
             raise ValueError(f"writer must be 'parallel' or 'tfds', got {writer!r}")
         self._num_workers = num_workers

@@ -6,7 +6,7 @@ from seamo_jax.parallel.mesh import MeshConfigError, data_parallel_size, make_me
 from seamo_jax.parallel.rules import ShardingRulesError, batch_mesh_axes, logical_rules
 
 __all__ = [
-    "MeshConfigError", "ShardingRulesError", "batch_mesh_axes", "batch_sharding", "data_parallel_size", "like_params_shardings",
-    "logical_rules", "logical_shardings", "make_mesh", "replicated", "resolve_mesh_shape", "sharded_init",
-    "shardings_match",
+    "MeshConfigError", "ShardingRulesError", "batch_mesh_axes", "batch_sharding", "data_parallel_size",
+    "like_params_shardings", "logical_rules", "logical_shardings", "make_mesh", "replicated", "resolve_mesh_shape",
+    "sharded_init", "shardings_match",
 ]

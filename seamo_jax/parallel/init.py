@@ -44,10 +44,9 @@ def sharded_init(init_fn: Callable[..., PyTree], mesh: Mesh, rules: Sequence[tup
     abstract = jax.eval_shape(init_fn, *args)
     shardings = logical_shardings(abstract, mesh, rules)
     unboxed_init = lambda *a: nn.meta.unbox(init_fn(*a))  # noqa: E731
-    # No mesh/rules context here on purpose: out_shardings already places every
-    # param, the init forward pass is dead code for XLA, and flax's
-    # DenseGeneral reshapes boxed kernels during init in a way that trips
-    # logical constraints when rules are active.
+    # No mesh/rules context needed: out_shardings already places every param
+    # and the init forward pass is dead code for XLA (only params are output),
+    # so activation constraints would not change anything here.
     params = jax.jit(unboxed_init, out_shardings=shardings)(*args)
     return params, shardings
 

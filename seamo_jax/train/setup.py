@@ -115,11 +115,10 @@ def build_train_setup(config: ml_collections.ConfigDict, workdir: str | pathlib.
     state, shardings, params_shardings = init_train_state(
         model, tx, int(config.seed), mesh, rules, parallel.data_parallel_size(mesh, batch_axes))
     batch_sharding = parallel.batch_sharding(mesh, batch_axes)
-    # Off unless the config asks: the model's activation constraints only pay
-    # off with tensor/FSDP-sharded activations on big meshes, and tracing
-    # under a global mesh currently trips flax DenseGeneral's boxed-kernel
-    # reshape in seamo_jax.models (multi-dim `features`).
-    constraints = bool(config.train.get("activation_constraints", False))
+    # The model's logical activation constraints (batch/length/embed) pin
+    # activation layouts on FSDP/tensor-parallel meshes; False leaves them to
+    # XLA's propagation from the param and batch shardings.
+    constraints = bool(config.train.get("activation_constraints", True))
     setup = TrainSetup(
         config=config, mesh=mesh, rules=rules, model=model, tx=tx, schedule=schedule, state=state,
         shardings=shardings, sensor_specs=specs,
