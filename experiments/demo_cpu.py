@@ -98,6 +98,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.train.keep_checkpoints = 2
     config.train.recon_every = 300
     config.train.progress_bar = True
+    config.train.prefetch_batches = 2           # batches prepared + placed on device ahead, in a thread
 
     # ---- probe used by `seamo demo` (seamo_jax/evaluate) ----
     config.probe = ml_collections.ConfigDict()

@@ -119,6 +119,7 @@ def get_config(arg: str = "phase2") -> ml_collections.ConfigDict:
     config.train.keep_best = 0
     config.train.recon_every = 2000
     config.train.progress_bar = True
+    config.train.prefetch_batches = 2           # batches prepared + placed on device ahead, in a thread
     config.train.activation_constraints = True
     config.train.preemption_sync_every = 10
 

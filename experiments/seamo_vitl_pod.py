@@ -7,12 +7,12 @@ ZeRO-3 style), the batch over ("data", "fsdp"); no tensor parallelism (ViT-L
 fits comfortably once sharded). bf16 compute, fp32 params, scanned blocks
 with `dots_with_no_batch_dims_saveable` remat.
 
-    seamo pretrain --config experiments/seamo_vitl_pod.py --workdir gs://bucket/seamo_vitl \\
+    seamo pretrain --distributed --config experiments/seamo_vitl_pod.py --workdir gs://bucket/seamo_vitl \\
         [--config.init_from=gs://bucket/seamo_p1_vitl]
 
 Run the same command on every host of the slice (multi-controller JAX;
-`jax.distributed.initialize()` is picked up from the TPU environment by the
-CLI). Expected cost (estimate): ~3.5x the ViT-B FLOPs per sample (~1.7e12),
+`--distributed` calls `jax.distributed.initialize()`, which reads the TPU
+environment). Expected cost (estimate): ~3.5x the ViT-B FLOPs per sample (~1.7e12),
 100 epochs at global batch 4096 (~6.1k steps, 2.5e7 samples) is ~4e19 FLOPs:
 ~15-20 h on v5e-64 (197 TFLOP/s bf16 per chip) or ~8-10 h on v4-64 at
 ~40% MFU. Per chip: ~0.3 GB of sharded params + opt state, activations for

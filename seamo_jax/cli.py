@@ -18,6 +18,9 @@ import os
 import sys
 from typing import Sequence
 
+# `seamo pretrain` exit status when the loss went NaN/Inf (1: other errors, 2: usage).
+EXIT_NON_FINITE_LOSS = 3
+
 
 def _split_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
     """Separates `--config.x=y` overrides (any number) from ordinary arguments."""
@@ -41,12 +44,37 @@ def _cmd_data(args: argparse.Namespace, overrides: list[str]) -> int:
     return 0
 
 
+def _init_distributed(args: argparse.Namespace) -> None:
+    """Multi-controller JAX: one `seamo pretrain` per host, joined before any device use.
+
+    `--distributed` alone lets JAX detect the cluster (TPU pod slices, SLURM);
+    `--coordinator-address/--num-processes/--process-id` set it explicitly
+    (GPU nodes, or several CPU processes on one machine).
+    """
+    if not (args.distributed or args.coordinator_address):
+        return
+    import jax
+
+    kwargs = {}
+    if args.coordinator_address:
+        kwargs = dict(coordinator_address=args.coordinator_address, num_processes=args.num_processes,
+                      process_id=args.process_id)
+    jax.distributed.initialize(**kwargs)
+
+
 def _cmd_pretrain(args: argparse.Namespace, overrides: list[str]) -> int:
     from seamo_jax.configs import load_config
-    from seamo_jax.train.loop import run_pretraining
+    from seamo_jax.train.loop import NonFiniteLossError, run_pretraining
 
+    _init_distributed(args)
     config = load_config(args.config, overrides)
-    summary = run_pretraining(config, args.workdir)
+    try:
+        summary = run_pretraining(config, args.workdir)
+    except NonFiniteLossError as error:
+        # A diverged run is an expected outcome whose message already names the
+        # last good checkpoint and what to change: report it, no traceback.
+        print(f"seamo pretrain: {error}", file=sys.stderr)
+        return EXIT_NON_FINITE_LOSS
     print(json.dumps(summary, indent=2, default=str))
     return 0
 
@@ -94,6 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain = sub.add_parser("pretrain", help="pretrain SeaMo (resumes from the latest checkpoint in --workdir)")
     pretrain.add_argument("--config", required=True, help="experiments/<file>.py[:arg]")
     pretrain.add_argument("--workdir", required=True)
+    pretrain.add_argument("--distributed", action="store_true",
+                          help="jax.distributed.initialize() with cluster auto-detection (TPU pods, SLURM)")
+    pretrain.add_argument("--coordinator-address", default=None, help="host:port of process 0 (explicit multi-process)")
+    pretrain.add_argument("--num-processes", type=int, default=None)
+    pretrain.add_argument("--process-id", type=int, default=None)
     pretrain.set_defaults(handler=_cmd_pretrain)
 
     probe = sub.add_parser("probe", help="linear probe / kNN on frozen features")

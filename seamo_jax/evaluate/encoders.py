@@ -63,6 +63,7 @@ def load_encoder_source(config: Any, checkpoint_dir: str | None, step: int | Non
         params = dict(params)
         variables = params if set(params) == {"params"} else {"params": params}
         variables = jax.tree.map(np.asarray, variables)
+        step = checkpoint_lib.latest_complete_step(checkpoint_dir) if step is None else step
     else:
         train_config, variables = config, None
         specs = checkpoint_lib.sensor_specs_from_config(config.data)

@@ -146,6 +146,16 @@ def _read_metadata_file(checkpoint_dir: pathlib.Path, name: str) -> str:
     raise FileNotFoundError(f"{name} not found in {checkpoint_dir} or its parent; not a seamo_jax checkpoint dir?")
 
 
+def latest_complete_step(checkpoint_dir: str | pathlib.Path) -> int | None:
+    """Newest fully written checkpoint step in a workdir or checkpoints/ dir (None if none)."""
+    manager = ocp.CheckpointManager(resolve_checkpoint_dir(checkpoint_dir),
+                                    options=ocp.CheckpointManagerOptions(read_only=True))
+    try:
+        return manager.latest_step()
+    finally:
+        manager.close()
+
+
 def load_params(checkpoint_dir: str | pathlib.Path, step: int | None = None
                 ) -> tuple[PyTree, ml_collections.ConfigDict, dict[str, sensors_lib.SensorSpec]]:
     """Reads the params of a training checkpoint for evaluation / export.

@@ -1,7 +1,10 @@
 """`run_pretraining(config, workdir)`: the SeaMo pretraining loop.
 
-data (Grain, per-process shard) -> global batch on the mesh -> jitted,
-state-donating train step -> telemetry / async checkpoints / recon images.
+data (Grain, per-process shard) -> global batch on the mesh (both in a
+prefetch thread) -> jitted, state-donating train step -> telemetry / async
+checkpoints / recon images. The host stays one step ahead of the device and
+fetches metrics once per log interval, so neither input preparation nor
+metric transfers sit between two steps on the device.
 Resumes automatically from the newest complete checkpoint in the workdir
 (params, optimiser state, step, RNG and the Grain iterator position), so a
 killed-and-resumed run produces bitwise the same params as a straight one on
@@ -20,6 +23,7 @@ import ml_collections
 import numpy as np
 
 from seamo_jax.train import checkpoint as ckpt_lib
+from seamo_jax.train.prefetch import prefetch_to_device
 from seamo_jax.train.preemption import PreemptionWatcher
 from seamo_jax.train.recon_images import write_recon_images
 from seamo_jax.train.setup import TrainSetup, build_train_setup
@@ -108,10 +112,7 @@ def run_pretraining(config: ml_collections.ConfigDict, workdir: str | os.PathLik
         `config.data.builder` via `data_pipelines.registry` (tests pass records).
 
     Returns:
-      summary dict: loss_start / loss_end (first and last step of this
-      invocation), start_step, final_step, steps (run now), wall_time_s,
-      compile_s, images_per_s (steady state), preempted, checkpoint_dir,
-      tensorboard_dir, recon_dir, metrics_file.
+      the summary of `train_loop`, with wall_time_s covering setup too.
     Raises:
       NonFiniteLossError: NaN/Inf loss; nothing is saved after the last
         finite check, so the newest checkpoint is a good one.
@@ -119,11 +120,66 @@ def run_pretraining(config: ml_collections.ConfigDict, workdir: str | os.PathLik
     wall_start = time.time()
     workdir = pathlib.Path(workdir).absolute()
     workdir.mkdir(parents=True, exist_ok=True)
+    source = load_train_source(config, workdir) if source is None else source
+    summary = train_loop(build_train_setup(config, workdir, source), workdir)
+    summary["wall_time_s"] = time.time() - wall_start
+    return summary
+
+
+class _PendingMetrics:
+    """Metrics of dispatched steps, kept on device until they are checked.
+
+    Fetching them all at once when a log or save is due (they are finished
+    by then) costs one host transfer per interval instead of a sync per step.
+    """
+
+    def __init__(self) -> None:
+        self._items: list[tuple[int, dict]] = []
+
+    def add(self, step: int, metrics: dict) -> None:
+        self._items.append((step, metrics))
+
+    def wait_for(self, step: int) -> None:
+        """Blocks until `step` (and so every earlier step) has finished on the device."""
+        jax.block_until_ready(next(m for s, m in self._items if s == step)["loss"])
+
+    def due(self, upto: int, every: int) -> bool:
+        return any(s <= upto and s % every == 0 for s, _ in self._items)
+
+    def fetch(self, upto: int) -> list[tuple[int, dict[str, float]]]:
+        """Host copies of the metrics of every pending step <= `upto`, oldest first; drops them."""
+        ready = [(s, m) for s, m in self._items if s <= upto]
+        self._items = [(s, m) for s, m in self._items if s > upto]
+        values = jax.device_get([m for _, m in ready])
+        return [(s, {k: float(v) for k, v in m.items()}) for (s, _), m in zip(ready, values)]
+
+
+def train_loop(setup: TrainSetup, workdir: str | os.PathLike) -> dict[str, Any]:
+    """Runs `setup.train_step` from `setup.state` to `config.train.num_steps`.
+
+    Host/device overlap: a thread prepares and places the next batches
+    (`prefetch_to_device`) while the device runs the current step, and the
+    host waits only for the *previous* step, so one step is always queued on
+    the device. Full syncs happen at the first step (compile), before each
+    save and at the end.
+
+    Returns:
+      summary dict: loss_start / loss_end (first and last step of this
+      invocation), start_step, final_step, steps (run now), compile_s,
+      step_time_s and images_per_s (steady state: after the first step, up to
+      the last step finishing, saves in between included), input_wait_s
+      (mean time per steady step the host waited for a batch), preempted,
+      checkpoint_dir, tensorboard_dir, recon_dir, metrics_file.
+    Raises:
+      NonFiniteLossError: NaN/Inf loss or norms; raised before any save of
+        the bad step's params, so the newest checkpoint is a good one.
+    """
+    wall_start = time.time()
+    workdir = pathlib.Path(workdir).absolute()
+    config = setup.config
     train = config.train
     num_steps = int(train.num_steps)
-    source = load_train_source(config, workdir) if source is None else source
-    setup = build_train_setup(config, workdir, source)
-    state, iterator = setup.state, setup.iterator
+    state = setup.state
     start_step = int(jax.device_get(state.step))
     recon_dir = workdir / "recon"
     telemetry = Telemetry(workdir, total_steps=num_steps, start_step=start_step,
@@ -138,55 +194,72 @@ def run_pretraining(config: ml_collections.ConfigDict, workdir: str | os.PathLik
 
     log_every, save_every = max(int(train.log_every), 1), max(int(train.checkpoint_every), 1)
     recon_every = int(train.get("recon_every", 0) or 0)
-    pending: list[tuple[int, dict]] = []
+    batches = prefetch_to_device(setup.iterator, setup.to_global, int(train.get("prefetch_batches", 2)))
+    pending = _PendingMetrics()
     loss_start = loss_end = None
-    compile_s, steady_start, steady_steps, preempted = 0.0, None, 0, False
-    interval_start, interval_steps = time.time(), 0
-    step = start_step
+    compile_s, steady_start, steady_end, preempted = 0.0, None, None, False
+    input_wait = interval_wait = 0.0
+    # Per-log-interval timing counts finished steps (`settled`), not dispatched ones.
+    settled = step = start_step
+    interval_start, interval_from = time.time(), start_step
     try:
         with PreemptionWatcher(sync_every=int(train.get("preemption_sync_every", 10))) as watcher:
             while step < num_steps:
-                local_batch = next(iterator)
-                batch = setup.to_global(local_batch)
+                wait_start = time.time()
+                local_batch, batch = next(batches)
+                first = steady_start is None
+                if not first:  # the first batch includes pipeline start-up
+                    input_wait += time.time() - wait_start
+                    interval_wait += time.time() - wait_start
                 state, metrics = setup.train_step(state, batch)
                 step += 1
-                pending.append((step, metrics))
-                if steady_start is None:
-                    # First step compiles; keep it out of the throughput numbers.
-                    jax.block_until_ready(metrics)
-                    compile_s = time.time() - interval_start
-                    steady_start, interval_start = time.time(), time.time()
-                else:
-                    steady_steps += 1
-                    interval_steps += 1
-                telemetry.advance()
+                pending.add(step, metrics)
                 preempted = watcher.should_stop(step)
                 is_last = step == num_steps
                 will_save = step % save_every == 0 or is_last or preempted
-                if step % log_every == 0 or will_save or loss_start is None:
-                    history = [(s, {k: float(v) for k, v in jax.device_get(m).items()}) for s, m in pending]
-                    pending.clear()
-                    # Check every step since the last check *before* saving, so a
+                # Wait for the previous step only (this one is queued behind it), except
+                # at the first step (compile time) and before a save: the finite check
+                # must cover the very params being saved.
+                target = step if (first or will_save) else step - 1
+                if target > settled:
+                    pending.wait_for(target)
+                    telemetry.advance(target - settled)
+                    settled = target
+                if first:
+                    compile_s = time.time() - interval_start
+                    steady_start = interval_start = time.time()
+                    interval_from, interval_wait = step, 0.0
+                if first or will_save or pending.due(settled, log_every):
+                    history = pending.fetch(settled)
+                    # Every step since the last check is checked *before* saving, so a
                     # checkpoint never holds params that produced a NaN.
                     _check_finite(history, setup.checkpointer)
                     loss_start = history[0][1]["loss"] if loss_start is None else loss_start
                     loss_end = history[-1][1]["loss"]
-                    step_time = (time.time() - interval_start) / interval_steps if interval_steps else compile_s
-                    telemetry.log(step, history[-1][1], step_time_s=step_time)
-                    interval_start, interval_steps = time.time(), 0
+                    done = settled - interval_from
+                    step_time = (time.time() - interval_start) / done if done else compile_s
+                    for s, values in history:
+                        # Log steps, plus the step that forced this check (first step, save).
+                        if s % log_every == 0 or s == settled:
+                            telemetry.log(s, {**values, "input_wait_s": interval_wait / max(done, 1)},
+                                          step_time_s=step_time)
+                    interval_start, interval_from, interval_wait = time.time(), settled, 0.0
+                if is_last or preempted:
+                    steady_end = time.time()  # before the final save
                 if will_save:
-                    setup.checkpointer.save(step, state, iterator, metrics={"loss": loss_end}, force=True)
+                    setup.checkpointer.save(step, state, batches, metrics={"loss": loss_end}, force=True)
                 if recon_every and (step % recon_every == 0 or is_last):
                     _write_recon(setup, state, batch, local_batch, step, recon_dir)
                 if preempted:
                     telemetry.message(f"preemption signal: saved step {step}, exiting")
                     break
     finally:
-        loop_end = time.time()  # before waiting for the last async save
+        batches.close()
         setup.checkpointer.close()
         telemetry.close()
-    steady_time = loop_end - steady_start if steady_start else 0.0
-    images_per_s = steady_steps * int(config.data.batch_size) / steady_time if steady_time > 0 else float("nan")
+    steady_steps = step - start_step - 1
+    steady_time = steady_end - steady_start if steady_start and steady_end else 0.0
+    step_time_s = steady_time / steady_steps if steady_steps > 0 and steady_time > 0 else float("nan")
     return {
         "loss_start": loss_start,
         "loss_end": loss_end,
@@ -195,7 +268,9 @@ def run_pretraining(config: ml_collections.ConfigDict, workdir: str | os.PathLik
         "steps": step - start_step,
         "wall_time_s": time.time() - wall_start,
         "compile_s": compile_s,
-        "images_per_s": images_per_s,
+        "step_time_s": step_time_s,
+        "images_per_s": int(config.data.batch_size) / step_time_s,
+        "input_wait_s": input_wait / steady_steps if steady_steps > 0 else float("nan"),
         "preempted": preempted,
         "num_params": setup.num_params,
         "mesh": dict(setup.mesh.shape),
@@ -206,4 +281,4 @@ def run_pretraining(config: ml_collections.ConfigDict, workdir: str | os.PathLik
     }
 
 
-__all__ = ["NonFiniteLossError", "load_train_source", "resolve_data_dir", "run_pretraining"]
+__all__ = ["NonFiniteLossError", "load_train_source", "resolve_data_dir", "run_pretraining", "train_loop"]
