@@ -114,7 +114,11 @@ class FastExampleSerializer:
             item = flat[key]
             if item is None and info.optional:  # TFDS leaves optional None features out
                 continue
-            entry = _length_delimited(1, [key.encode("utf-8")]) + _length_delimited(2, _feature(item, info))
+            try:
+                feature = _feature(item, info)
+            except Exception as e:  # name the feature, as TFDS's serializer does
+                raise type(e)(f"Error while serializing feature `{key}`: `{info}`: {e}") from e
+            entry = _length_delimited(1, [key.encode("utf-8")]) + _length_delimited(2, feature)
             entries += _length_delimited(1, entry)
         return b"".join(_length_delimited(1, entries))
 

@@ -13,19 +13,18 @@ per class a fixed split is too noisy, so train+test are pooled and re-split
 `get_config(arg)`: "" = full EuroSAT; "sample" = the 200-tile sample.
 """
 
-import importlib.util
 import pathlib
 
 import ml_collections
 
-SAMPLE_DIR = "/work/shared/data/eurosat_ms_sample"
+from seamo_jax.configs import load_config_module
+
+# The read-only sample of real EuroSAT-MS tiles shipped beside the repository (../shared).
+SAMPLE_DIR = str(pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "eurosat_ms_sample")
 
 
 def _load(name: str, arg: str = "") -> ml_collections.ConfigDict:
-    path = pathlib.Path(__file__).with_name(name)
-    spec = importlib.util.spec_from_file_location(f"seamo_{path.stem}_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_config_module(pathlib.Path(__file__).with_name(name))
     return module if not arg and name == "probe_synthetic.py" else module.get_config(arg)
 
 

@@ -13,18 +13,15 @@ its own config defines the architecture).
 `get_config(arg)`: "" = the full probe; "fast" = tiny, for tests.
 """
 
-import importlib.util
 import pathlib
 
 import ml_collections
 
+from seamo_jax.configs import load_config_file
+
 
 def _demo_config(arg: str) -> ml_collections.ConfigDict:
-    path = pathlib.Path(__file__).with_name("demo_cpu.py")
-    spec = importlib.util.spec_from_file_location("seamo_demo_cpu_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
+    return load_config_file(f"{pathlib.Path(__file__).with_name('demo_cpu.py')}:{arg}")
 
 
 def probe_defaults(probe: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

@@ -22,18 +22,15 @@ SIGTERM saves and exits; rerunning resumes from the newest checkpoint.
 `get_config(arg)`: "" (v5e-64 / v4-64 defaults) or "v4-32".
 """
 
-import importlib.util
 import pathlib
 
 import ml_collections
 
+from seamo_jax.configs import load_config_file
+
 
 def _vitb_config(arg: str) -> ml_collections.ConfigDict:
-    path = pathlib.Path(__file__).with_name("seamo_vitb_ssl4eo.py")
-    spec = importlib.util.spec_from_file_location("seamo_vitb_ssl4eo", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
+    return load_config_file(f"{pathlib.Path(__file__).with_name('seamo_vitb_ssl4eo.py')}:{arg}")
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:

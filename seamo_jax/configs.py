@@ -27,13 +27,20 @@ def load_config_file(spec: str) -> ml_collections.ConfigDict:
         path = beside_package if beside_package.is_file() else path
     if not path.is_file():
         raise FileNotFoundError(f"config file {path_text} not found")
-    module_spec = importlib.util.spec_from_file_location(f"seamo_config_{path.stem}", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
+    module = load_config_module(path)
     if not hasattr(module, "get_config"):
         raise AttributeError(f"config file {path} defines no get_config(arg)")
     config = module.get_config(arg) if arg else module.get_config()
     return config
+
+
+def load_config_module(path: str | pathlib.Path) -> Any:
+    """Imports a config file as a module (configs may build on each other's helpers)."""
+    path = pathlib.Path(path)
+    module_spec = importlib.util.spec_from_file_location(f"seamo_config_{path.stem}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module
 
 
 def _parse_value(text: str) -> Any:

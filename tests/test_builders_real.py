@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pathlib
 import shutil
 
 import numpy as np
@@ -20,7 +21,7 @@ from data_pipelines.ssl4eo_s12.builder import Ssl4eoS12, Ssl4eoS12Config
 from seamo_jax.sensors import S2_L1C, S2_L2A, BadRecordError
 from tests import fixtures_real_layouts as fx
 
-EUROSAT_SAMPLE = "/work/shared/data/eurosat_ms_sample"
+EUROSAT_SAMPLE = str(pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "eurosat_ms_sample")
 
 
 def _build(builder_cls, data_dir, manual_dir, **kwargs):

@@ -4,7 +4,7 @@ import pytest
 
 from experiments.demo_cpu import get_config
 from seamo_jax import sensors
-from seamo_jax.data import augment, sample, testing
+from seamo_jax.data import augment, crops, sample, testing
 
 
 def test_dihedral_group_and_non_square_tiles():
@@ -80,3 +80,20 @@ def test_one_geometric_transform_for_all_seasons_and_modalities_before_cropping(
         assert matches, "views are not crops of one transformed tile at the reported offsets"
         kinds.add(matches[0])
     assert len(kinds) > 3  # flips/rotations actually vary across samples
+
+
+@pytest.mark.parametrize("k,flip", [(0, False), (1, True), (2, False), (3, True)])
+def test_crop_normalise_equals_crop_then_normalise_bitwise(k, flip):
+    rng = np.random.default_rng(k)
+    tiles = {"s2": (rng.integers(0, 10000, (3, 40, 40, 12), dtype=np.uint16), sensors.S2_L2A),
+             "s1": (rng.normal(-12, 5, (3, 40, 40, 2)).astype(np.float32), sensors.S1_GRD)}
+    offsets = np.array([[0, 0], [8, 3], [5, 8]])
+    for values, spec in tiles.values():
+        tile = augment.apply_dihedral(values, k, flip)
+        expected = spec.normalise(crops.crop_windows(tile, offsets, 32, np.float32))
+        np.testing.assert_array_equal(augment.crop_normalise(tile, offsets, 32, spec), expected)
+        out = np.full((3, 32, 32, values.shape[-1]), np.nan, np.float32)
+        assert augment.crop_normalise(tile, offsets, 32, spec, out=out) is out
+        np.testing.assert_array_equal(out, expected)
+    with pytest.raises(ValueError, match="out must be float32"):
+        augment.crop_normalise(tiles["s1"][0], offsets, 32, sensors.S1_GRD, out=np.zeros((3, 32, 32, 2)))

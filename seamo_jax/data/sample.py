@@ -108,8 +108,8 @@ class TrainSampleTransform(grain.transforms.RandomMap):
             tiles[m] = augment.apply_dihedral(values, k, flip)
         tile_hw = tiles[spec.modalities[0]].shape[1:3]
         offsets = crops.sample_crop_offsets(rng, tile_hw, spec.crop_size, spec.num_seasons, spec.overlap_range)
-        views = {m: augment.normalise(crops.crop_windows(tiles[m], offsets, spec.crop_size, np.float32),
-                                      spec.specs[m], in_place=True)
+        # Fused crop + convert + normalise: reads only the windows of the raw tile, once.
+        views = {m: augment.crop_normalise(tiles[m], offsets, spec.crop_size, spec.specs[m])
                  for m in spec.modalities}
         sample: dict[str, Any] = {}
         if spec.modality_dropout > 0:
