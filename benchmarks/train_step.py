@@ -2,7 +2,8 @@
 
 Times a full step (forward, backward, AdamW update; jitted, params and
 optimizer state donated) after warm-up, and measures this machine's fp32
-matmul peak in the same run with a big jnp.dot, so MFU = analytic FLOPs per
+matmul peak in the same run (best rate of jnp.dot over --peak-sizes, before
+and after the timed steps), so MFU = analytic FLOPs per
 step / step time / measured peak (models/flops.py: 2 FLOPs per multiply-add,
 backward = 2 x forward, remat recompute not counted).
 
@@ -57,25 +58,38 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--remat", default="none",
                         choices=["none", "full", "dots_saveable", "dots_with_no_batch_dims_saveable"])
     parser.add_argument("--no-scan", action="store_true", help="unroll layers instead of nn.scan")
-    parser.add_argument("--attention-impl", default=None, help="jax.nn.dot_product_attention implementation")
+    parser.add_argument("--attention-impl", default=None,
+                        help="None = head-major einsum; xla / cudnn = jax.nn.dot_product_attention")
     parser.add_argument("--steps", type=int, default=5, help="timed steps (after 2 warm-up steps)")
-    parser.add_argument("--peak-size", type=int, default=2048, help="matrix size of the peak-FLOPs matmul")
+    parser.add_argument("--peak-sizes", default="1024,2048,3072,4096",
+                        help="square fp32 matmul sizes for the peak; the best rate of any size is the peak")
     return parser.parse_args(argv)
 
 
-def measure_peak_flops(size: int, repeats: int = 5) -> float:
-    """Best fp32 matmul FLOP/s of this machine: [size, size] @ [size, size], timed after warm-up."""
+def measure_peak_flops(sizes: list[int], repeats: int = 3) -> tuple[float, float, int]:
+    """Best fp32 matmul rate over square sizes: (FLOP/s of wall time, FLOP per CPU-second, best wall size).
+
+    The rate of one size depends on cache blocking and threading overhead, so
+    every size is tried and the best rate kept (a conservative, lower MFU).
+    The CPU-second rate (process CPU time, all threads) is the load-independent
+    twin used by `mfu_cpu`: on a shared machine wall time includes time the
+    OS gave to other processes, CPU time does not.
+    """
     rng = np.random.default_rng(0)
-    a = jnp.asarray(rng.standard_normal((size, size), np.float32))
-    b = jnp.asarray(rng.standard_normal((size, size), np.float32))
     matmul = jax.jit(jnp.dot)
-    matmul(a, b).block_until_ready()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
+    best_wall, best_cpu, best_size = 0.0, 0.0, 0
+    for size in sizes:
+        a = jnp.asarray(rng.standard_normal((size, size), np.float32))
+        b = jnp.asarray(rng.standard_normal((size, size), np.float32))
         matmul(a, b).block_until_ready()
-        best = min(best, time.perf_counter() - start)
-    return 2.0 * size**3 / best
+        for _ in range(repeats):
+            cpu_start, start = time.process_time(), time.perf_counter()
+            matmul(a, b).block_until_ready()
+            wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+            if 2.0 * size**3 / wall > best_wall:
+                best_wall, best_size = 2.0 * size**3 / wall, size
+            best_cpu = max(best_cpu, 2.0 * size**3 / max(cpu, 1e-9))
+    return best_wall, best_cpu, best_size
 
 
 def make_batch(model, batch_size: int, seasons: int, key: jax.Array) -> dict:
@@ -121,16 +135,21 @@ def main(argv=None) -> dict:
 
     # On a shared machine the load drifts: measure the peak before and after the
     # timed steps and keep the higher one (a conservative, i.e. lower, MFU).
-    peak_before = measure_peak_flops(args.peak_size)
-    times = []
+    peak_sizes = [int(v) for v in args.peak_sizes.split(",")]
+    peak_before, peak_cpu_before, size_before = measure_peak_flops(peak_sizes)
+    times, cpu_times = [], []
     for _ in range(args.steps):
-        start = time.perf_counter()
+        cpu_start, start = time.process_time(), time.perf_counter()
         params, opt_state, loss = step(params, opt_state, batch)
         loss.block_until_ready()
         times.append(time.perf_counter() - start)
+        cpu_times.append(time.process_time() - cpu_start)
     step_s = float(np.median(times))
+    step_cpu_s = float(np.median(cpu_times))
 
-    peak = max(peak_before, measure_peak_flops(args.peak_size))
+    peak_after, peak_cpu_after, size_after = measure_peak_flops(peak_sizes)
+    peak, peak_cpu = max(peak_before, peak_after), max(peak_cpu_before, peak_cpu_after)
+    peak_size = size_before if peak_before >= peak_after else size_after
     flops = training_flops(model, args.batch, args.seasons)
     result = {
         "step_s": round(step_s, 4),
@@ -139,7 +158,11 @@ def main(argv=None) -> dict:
         "flops_per_step": flops,
         "achieved_flops": round(flops / step_s),
         "peak_flops": round(peak),
+        "peak_size": peak_size,
         "mfu": round(flops / step_s / peak, 4),
+        # Same ratio on process CPU time (step and peak): robust to other processes' load.
+        "step_cpu_s": round(step_cpu_s, 4),
+        "mfu_cpu": round(flops / step_cpu_s / peak_cpu, 4),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "warmup_s": round(warmup_s, 2),
         "loss": float(loss),

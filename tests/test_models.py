@@ -239,3 +239,16 @@ def test_analytic_flops_match_xla_count():
     cost = cost[0] if isinstance(cost, list) else cost
     analytic = forward_flops(model, 2)["total"]
     assert analytic <= cost["flops"] <= 1.1 * analytic
+
+
+def test_einsum_attention_matches_jax_dot_product_attention():
+    from seamo_jax.models import attention
+
+    keys = jax.random.split(jax.random.PRNGKey(3), 3)
+    q = jax.random.normal(keys[0], (2, 5, 4, 8))
+    k = jax.random.normal(keys[1], (2, 7, 4, 8))
+    v = jax.random.normal(keys[2], (2, 7, 4, 8))
+    einsum_out = attention._attend(q, k, v, "einsum")
+    xla_out = attention._attend(q, k, v, "xla")
+    assert einsum_out.shape == (2, 5, 4, 8)
+    np.testing.assert_allclose(np.asarray(einsum_out), np.asarray(xla_out), atol=1e-5)

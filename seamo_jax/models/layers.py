@@ -63,9 +63,16 @@ class DenseND(nn.Module):
                             (*in_dims, *self.features), jnp.float32)
         bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, self.bias_axes),
                           self.features, jnp.float32)
-        contract = (tuple(range(x.ndim - self.num_in_axes, x.ndim)), tuple(range(self.num_in_axes)))
-        y = jax.lax.dot_general(jnp.asarray(x, self.dtype), jnp.asarray(kernel, self.dtype), (contract, ((), ())))
-        return y + jnp.asarray(bias, self.dtype)
+        # Merge the leading (batch, length, ...) axes into one row axis: XLA:CPU
+        # then runs one big GEMM per product (forward and both backward ones;
+        # the kernel gradient contracts a single row axis instead of [B, L]),
+        # with no copies. The kernel keeps its multi-axis shape so a
+        # "heads"-sharded qkv kernel [D, 3, H, Dh] is not resharded by a reshape.
+        lead = x.shape[:x.ndim - self.num_in_axes]
+        x2 = jnp.asarray(x, self.dtype).reshape(-1, *in_dims)
+        contract = (tuple(range(1, 1 + self.num_in_axes)), tuple(range(self.num_in_axes)))
+        y = jax.lax.dot_general(x2, jnp.asarray(kernel, self.dtype), (contract, ((), ())))
+        return y.reshape(*lead, *self.features) + jnp.asarray(bias, self.dtype)
 
 
 def dense(features: int | Sequence[int], num_in_axes: int, kernel_axes: tuple, bias_axes: tuple,

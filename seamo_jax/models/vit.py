@@ -74,7 +74,7 @@ def block_stack(x: jnp.ndarray, *, depth: int, num_heads: int, mlp_dim: int, dty
       dtype: compute dtype (params stay float32).
       scan: one nn.scan over depth (True) or unrolled blocks (False).
       remat_policy: a key of REMAT_POLICIES.
-      attention_impl: passed to jax.nn.dot_product_attention (None = XLA).
+      attention_impl: None = head-major einsum attention; "xla" / "cudnn" = jax.nn.dot_product_attention (models/attention.py).
       name: param subtree name.
     Returns:
       [B, L, D].

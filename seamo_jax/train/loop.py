@@ -231,14 +231,15 @@ def train_loop(setup: TrainSetup, workdir: str | os.PathLike) -> dict[str, Any]:
                     interval_from, interval_wait = step, 0.0
                 if first or will_save or pending.due(settled, log_every):
                     history = pending.fetch(settled)
-                    # Every step since the last check is checked *before* saving, so a
-                    # checkpoint never holds params that produced a NaN.
-                    _check_finite(history, setup.checkpointer)
                     loss_start = history[0][1]["loss"] if loss_start is None else loss_start
-                    loss_end = history[-1][1]["loss"]
                     done = settled - interval_from
                     step_time = (time.time() - interval_start) / done if done else compile_s
                     for s, values in history:
+                        # Every step since the last check is checked *before* saving, so a
+                        # checkpoint never holds params that produced a NaN; steps before a
+                        # bad one are still logged.
+                        _check_finite([(s, values)], setup.checkpointer)
+                        loss_end = values["loss"]
                         # Log steps, plus the step that forced this check (first step, save).
                         if s % log_every == 0 or s == settled:
                             telemetry.log(s, {**values, "input_wait_s": interval_wait / max(done, 1)},
