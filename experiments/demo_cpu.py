@@ -93,11 +93,11 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
 
     # ---- training loop (seamo_jax/train) ----
     config.train = ml_collections.ConfigDict()
-    config.train.num_steps = 600
+    config.train.num_steps = 500
     config.train.log_every = 10
-    config.train.checkpoint_every = 200
+    config.train.checkpoint_every = 250
     config.train.keep_checkpoints = 2
-    config.train.recon_every = 300
+    config.train.recon_every = 250
     config.train.progress_bar = True
     config.train.prefetch_batches = 2           # batches prepared + placed on device ahead, in a thread
 

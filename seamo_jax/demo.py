@@ -92,6 +92,10 @@ def run_demo(workdir: str | os.PathLike = "runs/demo", *, config_spec: str = "ex
     from seamo_jax.evaluate.probe import run_probe
     from seamo_jax.train.loop import run_pretraining
 
+    from absl import logging as absl_logging
+
+    # Orbax/TFDS log read-only-manager notices at WARNING; the demo's own output is the report.
+    absl_logging.set_verbosity(absl_logging.ERROR)
     wall_start = time.time()
     workdir = pathlib.Path(workdir).absolute()
     config = load_config(config_spec)
