@@ -81,6 +81,7 @@ def get_config(arg: str = "phase2") -> ml_collections.ConfigDict:
     config.model.dtype = "bfloat16"
     config.model.remat_policy = "dots_with_no_batch_dims_saveable"
     config.model.scan_layers = True
+    config.model.attention_impl = None          # auto: jax.nn.dot_product_attention on GPU/TPU ("cudnn" = flash on GPUs)
 
     # ---- parallelism: data parallel with params/opt state sharded over fsdp ----
     config.mesh = ml_collections.ConfigDict()

@@ -102,3 +102,28 @@ def test_pretrained_checkpoint_probe_and_sensor_mismatch(tmp_path):
     _write_checkpoint(bad, config, {"s2": sensors.S2_L2A, "s1": sensors.S1_GRD})
     with pytest.raises(sensors.SensorMismatchError, match="level L1C vs trained L2A"):
         probe.run_probe(config, str(bad), str(tmp_path / "out3"), sources=_sources(), num_classes=3)
+
+
+def test_export_from_checkpoint_dir(tmp_path):
+    """`seamo export` path: Orbax checkpoint dir -> safetensors (Flax + timm names) + model card."""
+    from safetensors.numpy import load_file
+
+    from seamo_jax.export import export
+
+    config = _config(tmp_path)
+    workdir = tmp_path / "run"
+    _write_checkpoint(workdir, config, {"s2": sensors.S2_L1C, "s1": sensors.S1_GRD})
+    out = tmp_path / "export"
+    card = export(str(workdir), str(out))
+    assert card["step"] == 5
+    written = {p.name for p in out.iterdir()}
+    assert {"encoder.safetensors", "timm_vit_s2.safetensors", "model_card.json"} <= written
+    params, _, _ = checkpoint_lib.load_params(workdir)
+    flat = load_file(str(out / "encoder.safetensors"))
+    cls_name = next(name for name in flat if name.endswith("cls_token"))
+    np.testing.assert_array_equal(flat[cls_name], np.asarray(params["encoder"]["cls_token"]))
+    timm = load_file(str(out / "timm_vit_s2.safetensors"))
+    dim = flat[cls_name].shape[-1]
+    assert timm["cls_token"].shape == (1, 1, dim)
+    assert timm["patch_embed.proj.weight"].shape[:2] == (dim, sensors.S2_L1C.num_bands)
+    assert "blocks.0.attn.qkv.weight" in timm

@@ -21,7 +21,6 @@ import pathlib
 from typing import Any, Mapping
 
 import numpy as np
-import orbax.checkpoint as ocp
 
 from seamo_jax.export import model_card, tensor_files, timm_convert
 from seamo_jax.train import checkpoint as checkpoint_lib
@@ -62,19 +61,10 @@ def extras_tensors(params: Mapping[str, Any], exported_modality: str) -> dict[st
     return flat
 
 
-def latest_step(checkpoint_dir: str | pathlib.Path) -> int | None:
-    directory = checkpoint_lib.resolve_checkpoint_dir(checkpoint_dir)
-    manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True))
-    try:
-        return manager.latest_step()
-    finally:
-        manager.close()
-
-
 def export(checkpoint_dir: str | pathlib.Path, out_dir: str | pathlib.Path, *, step: int | None = None,
            timm_modality: str = "s2") -> dict:
     """Exports a training checkpoint (latest step unless `step`); returns the model card dict."""
-    step = latest_step(checkpoint_dir) if step is None else step
+    step = checkpoint_lib.latest_complete_step(checkpoint_dir) if step is None else step
     params, config, specs = checkpoint_lib.load_params(checkpoint_dir, step=step)
     return export_params(_numpy_tree(model_params(params)), config, specs, out_dir, step=step,
                          timm_modality=timm_modality, source=str(pathlib.Path(checkpoint_dir).absolute()))
