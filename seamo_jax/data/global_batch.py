@@ -7,7 +7,7 @@ section 2), so data parallelism and FSDP both see distinct samples per device.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import jax
 import numpy as np
@@ -16,12 +16,15 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 BATCH_AXES = ("data", "fsdp")
 
 
-def batch_sharding(mesh: Mesh) -> NamedSharding:
-    """NamedSharding splitting the leading (batch) axis over ("data", "fsdp")."""
-    missing = [a for a in BATCH_AXES if a not in mesh.axis_names]
-    if missing:
-        raise ValueError(f"mesh axes {mesh.axis_names} lack batch axes {missing}")
-    return NamedSharding(mesh, P(BATCH_AXES))
+def batch_sharding(mesh: Mesh, batch_axes: Sequence[str] = BATCH_AXES) -> NamedSharding:
+    """NamedSharding splitting the leading (batch) axis over `batch_axes` (default ("data", "fsdp")).
+
+    Axes missing from `mesh` are dropped, so a pure data-parallel mesh works
+    with the default. Trailing dims are replicated. This is the one batch
+    sharding of the project (`seamo_jax.parallel` re-exports it).
+    """
+    axes = tuple(a for a in batch_axes if a in mesh.axis_names)
+    return NamedSharding(mesh, P(axes if axes else None))
 
 
 def to_global_batch(local_batch: Any, mesh: Mesh) -> Any:

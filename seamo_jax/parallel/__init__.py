@@ -1,6 +1,6 @@
 """Mesh construction, logical-axis rules, sharded init and batch placement."""
 
-from seamo_jax.parallel.batch import batch_sharding
+from seamo_jax.data.global_batch import batch_sharding
 from seamo_jax.parallel.init import like_params_shardings, logical_shardings, replicated, sharded_init, shardings_match
 from seamo_jax.parallel.mesh import MeshConfigError, data_parallel_size, make_mesh, resolve_mesh_shape
 from seamo_jax.parallel.rules import ShardingRulesError, batch_mesh_axes, logical_rules
