@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import pathlib
 import sys
 import tempfile
@@ -137,7 +138,13 @@ def main() -> None:
         "images_per_s": args.batch_size / loop_step_s, "final_loss": summary["loss_end"],
         "sync_loop_step_s": sync_step_s, "sync_loop_overhead": sync_step_s / bare_step_s - 1,
         "sync_stall_s": sync_stall_s, "sync_stall_ratio": sync_stall_s / sync_step_s,
+        "malloc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
     }))
 
 if __name__ == "__main__":
+    # Same host-malloc settings as the `seamo` command (seamo_jax/host_memory.py);
+    # SEAMO_DEFAULT_MALLOC=1 measures with glibc's defaults instead.
+    from seamo_jax.host_memory import reexec_with_malloc_tunables
+
+    reexec_with_malloc_tunables()
     sys.exit(main())

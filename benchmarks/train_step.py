@@ -2,10 +2,18 @@
 
 Times a full step (forward, backward, AdamW update; jitted, params and
 optimizer state donated) after warm-up, and measures this machine's fp32
-matmul peak in the same run (best rate of jnp.dot over --peak-sizes, before
-and after the timed steps), so MFU = analytic FLOPs per
-step / step time / measured peak (models/flops.py: 2 FLOPs per multiply-add,
-backward = 2 x forward, remat recompute not counted).
+matmul peak in the same run: the best-rate jnp.dot size of --peak-sizes is
+found first, then that matmul is timed right after every timed step, so each
+step has a peak measured under the same machine conditions (on a shared VM
+the speed of both drifts by +-15% within minutes). MFU = analytic FLOPs per
+step (models/flops.py: 2 FLOPs per multiply-add, backward = 2 x forward,
+remat recompute not counted) / step time / peak:
+  mfu            median over steps of the per-step ratio (step vs. its paired peak);
+  mfu_best_peak  median step vs. the best peak seen in the whole run (a
+                 conservative lower figure; the only one before session 2);
+  mfu_cpu        the paired ratio on process CPU time instead of wall time.
+The process re-executes itself once with the host-malloc tunables of
+seamo_jax/host_memory.py, as the `seamo` command does (SEAMO_DEFAULT_MALLOC=1: off).
 
 Default = plain MAE ViT-S/16 at 224 px, batch 16, 1 season, S2 only with 3
 input channels (MAE's RGB setting, so numbers compare with PyTorch MAE; pass
@@ -133,23 +141,20 @@ def main(argv=None) -> dict:
     loss.block_until_ready()
     warmup_s = time.perf_counter() - compile_start
 
-    # On a shared machine the load drifts: measure the peak before and after the
-    # timed steps and keep the higher one (a conservative, i.e. lower, MFU).
     peak_sizes = [int(v) for v in args.peak_sizes.split(",")]
-    peak_before, peak_cpu_before, size_before = measure_peak_flops(peak_sizes)
-    times, cpu_times = [], []
+    _, _, peak_size = measure_peak_flops(peak_sizes)
+    times, cpu_times, peaks, peaks_cpu = [], [], [], []
     for _ in range(args.steps):
         cpu_start, start = time.process_time(), time.perf_counter()
         params, opt_state, loss = step(params, opt_state, batch)
         loss.block_until_ready()
         times.append(time.perf_counter() - start)
         cpu_times.append(time.process_time() - cpu_start)
+        peak, peak_cpu, _ = measure_peak_flops([peak_size], repeats=2)
+        peaks.append(peak)
+        peaks_cpu.append(peak_cpu)
     step_s = float(np.median(times))
     step_cpu_s = float(np.median(cpu_times))
-
-    peak_after, peak_cpu_after, size_after = measure_peak_flops(peak_sizes)
-    peak, peak_cpu = max(peak_before, peak_after), max(peak_cpu_before, peak_cpu_after)
-    peak_size = size_before if peak_before >= peak_after else size_after
     flops = training_flops(model, args.batch, args.seasons)
     result = {
         "step_s": round(step_s, 4),
@@ -157,15 +162,20 @@ def main(argv=None) -> dict:
         "images_per_s": round(args.batch / step_s, 2),
         "flops_per_step": flops,
         "achieved_flops": round(flops / step_s),
-        "peak_flops": round(peak),
+        "peak_flops": round(float(np.median(peaks))),
+        "peak_flops_best": round(max(peaks)),
         "peak_size": peak_size,
-        "mfu": round(flops / step_s / peak, 4),
-        # Same ratio on process CPU time (step and peak): robust to other processes' load.
+        "mfu": round(float(np.median([flops / t / p for t, p in zip(times, peaks)])), 4),
+        "mfu_best_peak": round(flops / step_s / max(peaks), 4),
+        "step_times_s": [round(t, 3) for t in times],
+        "peaks_gflops": [round(p / 1e9, 1) for p in peaks],
+        # Same paired ratio on process CPU time (step and peak): robust to other processes' load.
         "step_cpu_s": round(step_cpu_s, 4),
-        "mfu_cpu": round(flops / step_cpu_s / peak_cpu, 4),
+        "mfu_cpu": round(float(np.median([flops / t / p for t, p in zip(cpu_times, peaks_cpu)])), 4),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "warmup_s": round(warmup_s, 2),
         "loss": float(loss),
+        "malloc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
         "device": f"{jax.devices()[0].platform}:{jax.device_count()}x{os.cpu_count()}cpu",
         "config": vars(args),
     }
@@ -174,4 +184,9 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
+    # Same host-malloc settings as the `seamo` command (seamo_jax/host_memory.py);
+    # SEAMO_DEFAULT_MALLOC=1 measures with glibc's defaults instead.
+    from seamo_jax.host_memory import reexec_with_malloc_tunables
+
+    reexec_with_malloc_tunables()
     main()

@@ -148,6 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if argv is None:  # run as a command (not called from Python): tune malloc for XLA:CPU first
+        from seamo_jax.host_memory import reexec_with_malloc_tunables
+
+        reexec_with_malloc_tunables()
     argv = list(sys.argv[1:] if argv is None else argv)
     overrides, rest = _split_overrides(argv)
     args = build_parser().parse_args(rest)

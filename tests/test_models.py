@@ -14,6 +14,7 @@ from experiments.demo_cpu import get_config
 from seamo_jax.models import build_model, example_batch, param_count, random_mask
 from seamo_jax.models import losses as losses_lib
 from seamo_jax.models import posembed
+from seamo_jax.models import layers
 from seamo_jax.models.flops import forward_flops
 from seamo_jax.models.fusion import TMFusion
 
@@ -252,3 +253,29 @@ def test_einsum_attention_matches_jax_dot_product_attention():
     xla_out = attention._attend(q, k, v, "xla")
     assert einsum_out.shape == (2, 5, 4, 8)
     np.testing.assert_allclose(np.asarray(einsum_out), np.asarray(xla_out), atol=1e-5)
+
+
+@pytest.mark.parametrize("x_shape,kernel_shape,num_in_axes", [
+    ((37, 24), (24, 3, 4, 2), 1),  # fused qkv: [D] -> [3, H, Dh]
+    ((37, 4, 6), (4, 6, 24), 2),  # attention out proj: [H, Dh] -> [D]
+])
+def test_rows_matmul_matches_autodiff_of_dot_general(x_shape, kernel_shape, num_in_axes):
+    """layers.rows_matmul (custom VJP: ordered backward GEMMs) = plain dot_general, values and both grads."""
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.standard_normal(x_shape), jnp.float32)
+    kernel = jnp.asarray(rng.standard_normal(kernel_shape), jnp.float32)
+    weights = jnp.asarray(rng.standard_normal((x_shape[0], *kernel_shape[num_in_axes:])), jnp.float32)
+    contract = (tuple(range(1, 1 + num_in_axes)), tuple(range(num_in_axes)))
+
+    def reference(x, kernel):
+        return jnp.sum(jax.lax.dot_general(x, kernel, (contract, ((), ()))) * weights)
+
+    def custom(x, kernel):
+        return jnp.sum(layers.rows_matmul(x, kernel, num_in_axes) * weights)
+
+    ref_value, ref_grads = jax.jit(jax.value_and_grad(reference, argnums=(0, 1)))(x, kernel)
+    value, grads = jax.jit(jax.value_and_grad(custom, argnums=(0, 1)))(x, kernel)
+    np.testing.assert_allclose(value, ref_value, rtol=1e-6)
+    for got, want in zip(grads, ref_grads):
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)

@@ -1,0 +1,57 @@
+"""Host malloc tunables (seamo_jax/host_memory.py): merging, opt-out, and the one-time re-exec."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from seamo_jax import host_memory
+
+GLIBC = ("glibc", "2.36")
+
+
+def test_merge_keeps_user_values_and_adds_ours():
+    merged = host_memory.merged_tunables("glibc.malloc.arena_max=4:glibc.foo=1")
+    entries = dict(item.split("=", 1) for item in merged.split(":"))
+    assert entries["glibc.malloc.arena_max"] == "4"  # the user's value wins
+    assert entries["glibc.foo"] == "1"
+    for key, value in host_memory.MALLOC_TUNABLES:
+        if key != "glibc.malloc.arena_max":
+            assert entries[key] == value
+
+
+def test_nothing_to_apply_off_glibc_opted_out_or_already_set():
+    assert host_memory.tunables_to_apply({}, "Linux", GLIBC) == host_memory.merged_tunables("")
+    assert host_memory.tunables_to_apply({}, "Darwin", ("", "")) is None
+    assert host_memory.tunables_to_apply({}, "Linux", ("musl", "1.2")) is None
+    assert host_memory.tunables_to_apply({"SEAMO_DEFAULT_MALLOC": "1"}, "Linux", GLIBC) is None
+    full = {"GLIBC_TUNABLES": host_memory.merged_tunables("")}
+    assert host_memory.tunables_to_apply(full, "Linux", GLIBC) is None
+
+
+@pytest.mark.skipif(host_memory.tunables_to_apply({}) is None, reason="needs Linux with glibc")
+def test_reexec_sets_tunables_once_and_keeps_pid_and_argv(tmp_path):
+    script = tmp_path / "child.py"
+    script.write_text(
+        "import os, sys\n"
+        "print('start', os.getpid(), flush=True)\n"
+        "from seamo_jax.host_memory import reexec_with_malloc_tunables\n"
+        "reexec_with_malloc_tunables()\n"
+        "print('tuned', os.getpid(), os.environ.get('GLIBC_TUNABLES'), sys.argv[1:], flush=True)\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "SEAMO_MALLOC_TUNED",
+                                                            "SEAMO_DEFAULT_MALLOC")}
+    out = subprocess.run([sys.executable, str(script), "--flag", "x"], env=env, capture_output=True, text=True,
+                         check=True).stdout.split("\n")
+    starts = [line for line in out if line.startswith("start")]
+    tuned = [line.split() for line in out if line.startswith("tuned")]
+    assert len(starts) == 2 and len(tuned) == 1  # ran the top twice (exec), the rest once
+    assert starts[0].split()[1] == starts[1].split()[1] == tuned[0][1]  # same PID
+    assert tuned[0][2] == host_memory.merged_tunables("")
+    assert tuned[0][3:] == ["['--flag',", "'x']"]
+
+    opted_out = subprocess.run([sys.executable, str(script)], env={**env, "SEAMO_DEFAULT_MALLOC": "1"},
+                               capture_output=True, text=True)
+    assert opted_out.stdout.count("start") == 1
