@@ -7,7 +7,8 @@ synthetic records, checkpointer) and measures, after compilation:
   loop_step_s   steady-state time per step of the real loop
                 (`seamo_jax.train.loop.train_loop`: background-thread batch
                 prefetch + placement, host one step ahead of the device,
-                metrics fetched once per `--log-every` steps, telemetry)
+                metrics fetched once per `--log-every` steps, telemetry, an
+                async checkpoint every `--checkpoint-every` steps)
   loop_overhead loop_step_s / bare_step_s - 1
   save_s        wall time for `Checkpointer.save` to return (the blocking part
                 of an async save) + time to finish it in the background
@@ -19,9 +20,13 @@ synthetic records, checkpointer) and measures, after compilation:
                 fetched every `--log-every` steps), measured in the same run
                 for comparison
 
-Prints ONE JSON line. Defaults to ViT-S/16 at 224 px, 4 seasons, S1+S2
-(accelerator sizes); `--model tiny` is a quick CPU check:
+Prints ONE JSON line. Defaults to ViT-S/16 at 224 px, 4 seasons, S1+S2,
+batch 64 (accelerator sizes). On CPU the model runs in fp32 without remat,
+its fastest step (`--accelerator-settings`: bf16 + remat), and a 2-core CPU
+needs smaller shapes to finish in minutes; `--model tiny` is the worst case
+(0.3 s steps, so input preparation weighs most):
 
+    python benchmarks/train_loop.py --batch-size 8 --seasons 2 --steps 6 --log-every 3 --checkpoint-every 3
     python benchmarks/train_loop.py --model tiny --steps 10
 """
 
@@ -54,13 +59,19 @@ def build_config(args: argparse.Namespace):
         config.model.size, config.model.patch_size = args.model, 16
         config.data.crop_size, tile = 224, 264
         config.model.decoder_dim, config.model.decoder_depth, config.model.decoder_heads = 512, 8, 16
-        config.model.dtype = "bfloat16"
-        config.model.remat_policy = "dots_with_no_batch_dims_saveable"
+        if args.cpu_settings:
+            # The fastest CPU step (issue 4): fp32, no remat, unrolled layers. A
+            # slower step would only make the loop's overhead look smaller.
+            config.model.dtype, config.model.remat_policy, config.model.scan_layers = "float32", "none", False
+        else:  # the accelerator configs' settings
+            config.model.dtype = "bfloat16"
+            config.model.remat_policy = "dots_with_no_batch_dims_saveable"
     config.data.batch_size = args.batch_size
     config.data.seasons = args.seasons
     config.data.worker_count = args.workers
     config.train.num_steps = 3 * args.steps + 2  # warm-up, bare, sync loop, real loop
-    config.train.checkpoint_every = 10**9
+    # Periodic async checkpoints inside the measured loop, as in a real run.
+    config.train.checkpoint_every = args.checkpoint_every or 10**9
     config.train.log_every = args.log_every
     config.train.recon_every = 0
     config.train.progress_bar = False
@@ -75,12 +86,18 @@ def main() -> None:
     parser.add_argument("--seasons", type=int, default=4)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--log-every", type=int, default=10)
+    parser.add_argument("--checkpoint-every", type=int, default=10,
+                        help="save every N steps inside the measured loop (0: only the final save)")
     parser.add_argument("--workers", type=int, default=0, help="grain worker processes")
     parser.add_argument("--records", type=int, default=256, help="in-memory synthetic records")
     parser.add_argument("--no-activation-constraints", action="store_true")
+    parser.add_argument("--accelerator-settings", dest="cpu_settings", action="store_false",
+                        help="bf16 + remat as in the accelerator configs (default on CPU: fp32, no remat, unrolled)")
     args = parser.parse_args()
-
     import jax
+    if jax.default_backend() != "cpu":
+        args.cpu_settings = False
+
     from seamo_jax.data import testing
     from seamo_jax.train.loop import train_loop
     from seamo_jax.train.setup import build_train_setup
@@ -131,7 +148,7 @@ def main() -> None:
 
     loop_step_s, stall_s = summary["step_time_s"], summary["input_wait_s"]
     print(json.dumps({
-        "model": args.model, "batch_size": args.batch_size, "seasons": args.seasons, "steps": args.steps,
+        "model": args.model, "cpu_settings": args.cpu_settings, "batch_size": args.batch_size, "seasons": args.seasons, "steps": args.steps,
         "devices": jax.device_count(), "platform": jax.devices()[0].platform, "num_params": setup.num_params,
         "bare_step_s": bare_step_s, "loop_step_s": loop_step_s, "loop_overhead": loop_step_s / bare_step_s - 1,
         "save_s": save_s, "save_finish_s": save_finish_s, "stall_s": stall_s, "stall_ratio": stall_s / loop_step_s,

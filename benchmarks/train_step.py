@@ -17,7 +17,8 @@ seamo_jax/host_memory.py, as the `seamo` command does (SEAMO_DEFAULT_MALLOC=1: o
 
 Default = plain MAE ViT-S/16 at 224 px, batch 16, 1 season, S2 only with 3
 input channels (MAE's RGB setting, so numbers compare with PyTorch MAE; pass
---in-chans 13 for S2-L1C), MAE decoder (512 wide, 8 deep, 16 heads), fp32.
+--in-chans 13 for S2-L1C), MAE decoder (512 wide, 8 deep, 16 heads), fp32,
+layers unrolled (--scan: under nn.scan).
 
     python benchmarks/train_step.py                       # default
     python benchmarks/train_step.py --model tiny --img 32 --patch 8 --seasons 4 --modalities s2,s1 --fusion tm
@@ -65,7 +66,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--decoder-heads", type=int, default=16)
     parser.add_argument("--remat", default="none",
                         choices=["none", "full", "dots_saveable", "dots_with_no_batch_dims_saveable"])
-    parser.add_argument("--no-scan", action="store_true", help="unroll layers instead of nn.scan")
+    parser.add_argument("--scan", action="store_true",
+                        help="layers under one nn.scan (model.scan_layers=True, the accelerator configs' layout); "
+                             "default unrolled (model.scan_layers=False): on CPU with the malloc tunables it "
+                             "measured 10-15%% faster, as it skips stacking every layer's residuals")
     parser.add_argument("--attention-impl", default=None,
                         help="None = head-major einsum; xla / cudnn = jax.nn.dot_product_attention")
     parser.add_argument("--steps", type=int, default=5, help="timed steps (after 2 warm-up steps)")
@@ -118,7 +122,7 @@ def main(argv=None) -> dict:
         "size": args.model, "patch_size": args.patch, "fusion": args.fusion,
         "num_fusion_blocks": args.num_fusion_blocks, "decoder_dim": args.decoder_dim,
         "decoder_depth": args.decoder_depth, "decoder_heads": args.decoder_heads, "norm_pix_loss": True,
-        "dtype": args.dtype, "remat_policy": args.remat, "scan_layers": not args.no_scan,
+        "dtype": args.dtype, "remat_policy": args.remat, "scan_layers": args.scan,
         "attention_impl": args.attention_impl,
     }
     in_chans = {"s2": args.in_chans, "s1": 2}
