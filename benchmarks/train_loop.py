@@ -148,7 +148,8 @@ def main() -> None:
 
     loop_step_s, stall_s = summary["step_time_s"], summary["input_wait_s"]
     print(json.dumps({
-        "model": args.model, "cpu_settings": args.cpu_settings, "batch_size": args.batch_size, "seasons": args.seasons, "steps": args.steps,
+        "model": args.model, "cpu_settings": args.cpu_settings, "batch_size": args.batch_size,
+        "seasons": args.seasons, "steps": args.steps,
         "devices": jax.device_count(), "platform": jax.devices()[0].platform, "num_params": setup.num_params,
         "bare_step_s": bare_step_s, "loop_step_s": loop_step_s, "loop_overhead": loop_step_s / bare_step_s - 1,
         "save_s": save_s, "save_finish_s": save_finish_s, "stall_s": stall_s, "stall_ratio": stall_s / loop_step_s,
