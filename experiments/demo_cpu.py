@@ -97,6 +97,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.train.log_every = 10
     config.train.checkpoint_every = 250
     config.train.keep_checkpoints = 2
+    config.train.checkpoint_compression = False  # zstd saves ~8% on fp32 state for ~5x write CPU
     config.train.recon_every = 250
     config.train.progress_bar = True
     config.train.prefetch_batches = 2           # batches prepared + placed on device ahead, in a thread

@@ -117,6 +117,7 @@ def get_config(arg: str = "phase2") -> ml_collections.ConfigDict:
     config.train.log_every = 50
     config.train.checkpoint_every = 1000
     config.train.keep_checkpoints = 3
+    config.train.checkpoint_compression = False  # zstd saves ~8% on fp32 state for ~5x write CPU
     config.train.keep_best = 0
     config.train.recon_every = 2000
     config.train.progress_bar = True

@@ -66,6 +66,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.train.num_steps = 100 * steps_per_epoch
     config.train.checkpoint_every = 500         # preemptible slices: lose at most ~500 steps
     config.train.keep_checkpoints = 2
+    config.train.checkpoint_compression = False  # zstd saves ~8% on fp32 state for ~5x write CPU
     config.train.log_every = 20
     config.train.recon_every = 1000
     config.train.preemption_sync_every = 5

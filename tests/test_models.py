@@ -254,6 +254,23 @@ def test_einsum_attention_matches_jax_dot_product_attention():
     assert einsum_out.shape == (2, 5, 4, 8)
     np.testing.assert_allclose(np.asarray(einsum_out), np.asarray(xla_out), atol=1e-5)
 
+    # The hand-written backward (delta = rowsum(dout * out)) against autodiff of jax's attention.
+    cotangent = jax.random.normal(jax.random.PRNGKey(4), (2, 5, 4, 8))
+
+    def grads(impl):
+        return jax.grad(lambda *qkv: jnp.vdot(attention._attend(*qkv, impl), cotangent), argnums=(0, 1, 2))(q, k, v)
+
+    for mine, reference in zip(grads("einsum"), grads("xla")):
+        assert float(jnp.abs(reference).max()) > 1e-2
+        np.testing.assert_allclose(np.asarray(mine), np.asarray(reference), atol=1e-5, rtol=1e-5)
+    # bf16 compute: same gradients to bf16 precision.
+    as_bf16 = [t.astype(jnp.bfloat16) for t in (q, k, v)]
+    mine = jax.grad(lambda *qkv: jnp.vdot(attention._attend(*qkv, "einsum").astype(jnp.float32), cotangent),
+                    argnums=(0, 1, 2))(*as_bf16)
+    for m, reference in zip(mine, grads("xla")):
+        assert m.dtype == jnp.bfloat16
+        np.testing.assert_allclose(np.asarray(m, np.float32), np.asarray(reference), atol=0.1, rtol=0.05)
+
 
 @pytest.mark.parametrize("x_shape,kernel_shape,num_in_axes", [
     ((37, 24), (24, 3, 4, 2), 1),  # fused qkv: [D] -> [3, H, Dh]

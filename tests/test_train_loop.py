@@ -100,3 +100,24 @@ def test_state_and_batch_shardings_follow_rules():
     for leaf in jax.tree.leaves(batch):
         assert leaf.sharding.spec == P(("data", "fsdp"))
         assert leaf.shape[0] == config.data.batch_size
+
+
+def test_resume_across_scan_layers_setting(tmp_path):
+    """A run saved with unrolled blocks resumes with scanned ones (and the state is exactly the saved one)."""
+    from seamo_jax.models import layer_layout
+
+    workdir = tmp_path / "run"
+    unrolled = tiny_config(num_steps=2, mesh_shape=(2, 2, 2))
+    unrolled.model.scan_layers = False
+    unrolled.train.checkpoint_every = 2
+    run_pretraining(unrolled, workdir, source=tiny_records())
+    saved_params, _, _ = ckpt_lib.load_params(workdir)
+    assert layer_layout.is_unrolled(saved_params)
+
+    scanned = tiny_config(num_steps=4, mesh_shape=(2, 2, 2))
+    scanned.model.scan_layers = True
+    setup = build_train_setup(scanned, workdir, tiny_records())
+    assert int(setup.state.step) == 2 and not layer_layout.is_unrolled(setup.state.params)
+    jax.tree.map(np.testing.assert_array_equal, setup.state.params, layer_layout.stack_layers(saved_params))
+    for leaf, sharding in zip(jax.tree.leaves(setup.state), jax.tree.leaves(setup.shardings)):
+        assert leaf.sharding.is_equivalent_to(sharding, leaf.ndim)

@@ -23,23 +23,59 @@ _OUT_AXES = ("heads", "kv", "embed")
 _HEAD_ACTIVATION = ("batch", "length", "heads", "kv")
 
 
-def _attend_head_major(q: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray) -> jnp.ndarray:
-    """softmax(q k^T / sqrt(Dh)) v, written out with explicit [B, H, L, Dh] operands.
-
-    Same maths as jax.nn.dot_product_attention's XLA path (logits and softmax
-    in float32, probabilities cast back to the compute dtype), but the heads
-    are moved in front once, so both products (and their four backward
-    products) are plain batched GEMMs over [B*H]; jax's version contracts on
-    the [B, L, H, Dh] layout and leaves the transposes to XLA. Measured on a
-    2-core CPU (issue 4), this plus the row-merged DenseND (layers.py) makes
-    the ViT-S MAE train step 7-10% faster; results are equal to ~1e-7.
-    """
+def _head_major_forward(q: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray):
+    """Forward of `attend_head_major`; also returns what its backward needs."""
     scale = q.shape[-1] ** -0.5
     q, k, v = (jnp.swapaxes(t, 1, 2) for t in (q, k, v))  # [B, H, L, Dh]
-    logits = jnp.einsum("bhqd,bhkd->bhqk", q * jnp.asarray(scale, q.dtype), k,
-                        preferred_element_type=jnp.float32)
+    q_scaled = q * jnp.asarray(scale, q.dtype)
+    logits = jnp.einsum("bhqd,bhkd->bhqk", q_scaled, k, preferred_element_type=jnp.float32)
     probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-    return jnp.swapaxes(jnp.einsum("bhqk,bhkd->bhqd", probs, v), 1, 2)  # [B, Lq, H, Dh]
+    out = jnp.einsum("bhqk,bhkd->bhqd", probs, v)  # [B, H, Lq, Dh]
+    return jnp.swapaxes(out, 1, 2), (q_scaled, k, v, probs, out)
+
+
+@jax.custom_vjp
+def attend_head_major(q: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray) -> jnp.ndarray:
+    """softmax(q k^T / sqrt(Dh)) v on [B, L, H, Dh] operands, heads moved in front once.
+
+    Same maths as jax.nn.dot_product_attention's XLA path (logits and softmax
+    in float32, probabilities cast back to the compute dtype), but with the
+    heads in front both products (and the backward ones) are plain batched
+    GEMMs over [B*H]; jax's version contracts on the [B, L, H, Dh] layout and
+    leaves the transposes to XLA. Measured on a 2-core CPU (issue 4), this
+    plus the row-merged DenseND (layers.py) made the ViT-S MAE train step
+    7-10% faster.
+
+    The backward is written by hand (as flash attention does it): the
+    softmax gradient uses delta = rowsum(dout * out), which equals
+    rowsum(dprobs * probs), so it reads the [B, H, L, L] tensors once fewer,
+    and only the probabilities are kept from the forward (not the logits).
+    On CPU those L x L passes, not the GEMMs, bound the decoder's attention
+    (16 heads of dim 32 over 197 tokens). Gradients equal autodiff's to
+    float32 rounding (tested).
+
+    Args:
+      q: [B, Lq, H, Dh]; k, v: [B, Lk, H, Dh].
+    Returns:
+      [B, Lq, H, Dh].
+    """
+    return _head_major_forward(q, k, v)[0]
+
+
+def _attend_head_major_bwd(residuals, dout):
+    q_scaled, k, v, probs, out = residuals
+    scale = q_scaled.shape[-1] ** -0.5
+    dout = jnp.swapaxes(dout, 1, 2)  # [B, H, Lq, Dh]
+    dprobs = jnp.einsum("bhqd,bhkd->bhqk", dout, v, preferred_element_type=jnp.float32)
+    delta = jnp.sum(dout.astype(jnp.float32) * out.astype(jnp.float32), axis=-1, keepdims=True)
+    dlogits = (probs.astype(jnp.float32) * (dprobs - delta)).astype(q_scaled.dtype)
+    dq = jnp.einsum("bhqk,bhkd->bhqd", dlogits, k) * jnp.asarray(scale, q_scaled.dtype)
+    dk = jnp.einsum("bhqk,bhqd->bhkd", dlogits, q_scaled)
+    dv = jnp.einsum("bhqk,bhqd->bhkd", probs, dout)
+    return tuple(jnp.swapaxes(t, 1, 2) for t in (dq, dk, dv))
+
+
+attend_head_major.defvjp(_head_major_forward, _attend_head_major_bwd)
 
 
 def _attend(q: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray, implementation: str | None) -> jnp.ndarray:
@@ -55,7 +91,7 @@ def _attend(q: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray, implementation: str 
     k = nn.with_logical_constraint(k, _HEAD_ACTIVATION)
     v = nn.with_logical_constraint(v, _HEAD_ACTIVATION)
     if implementation == "einsum" or (implementation is None and jax.default_backend() == "cpu"):
-        return _attend_head_major(q, k, v)
+        return attend_head_major(q, k, v)
     return jax.nn.dot_product_attention(q, k, v, implementation=implementation)
 
 

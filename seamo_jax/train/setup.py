@@ -137,7 +137,8 @@ def build_train_setup(config: ml_collections.ConfigDict, workdir: str | pathlib.
     setup.checkpointer = ckpt_lib.Checkpointer(
         pathlib.Path(workdir) / ckpt_lib.CHECKPOINT_SUBDIR, save_every=int(train.checkpoint_every),
         keep=int(train.keep_checkpoints), keep_best=int(train.get("keep_best", 0) or 0),
-        async_save=bool(train.get("async_checkpointing", True)))
+        async_save=bool(train.get("async_checkpointing", True)),
+        compression=bool(train.get("checkpoint_compression", False)))
     if setup.checkpointer.latest_step() is not None:
         target = ckpt_lib.abstract_with_shardings(jax.eval_shape(lambda s: s, state), shardings)
         del state, setup.state  # free the fresh state before reading the checkpoint

@@ -12,6 +12,8 @@ from typing import Any
 
 import jax
 
+from seamo_jax.models import layer_layout
+
 PyTree = Any
 
 
@@ -30,7 +32,8 @@ def warm_start_params(params: PyTree, pretrained: PyTree, shardings: PyTree) -> 
       (params, report) with report keys "copied", "fresh" (not in the
       checkpoint or different shape) and "unused" (checkpoint-only leaves).
     """
-    source = _flat(pretrained)
+    # Phase 1 may have run with the other `scan_layers` setting.
+    source = _flat(layer_layout.match_layout(pretrained, like=params))
     report: dict[str, list[str]] = {"copied": [], "fresh": [], "unused": []}
     used = set()
 
