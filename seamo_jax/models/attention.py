@@ -50,9 +50,10 @@ def attend_head_major(q: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray) -> jnp.nda
     softmax gradient uses delta = rowsum(dout * out), which equals
     rowsum(dprobs * probs), so it reads the [B, H, L, L] tensors once fewer,
     and only the probabilities are kept from the forward (not the logits).
-    On CPU those L x L passes, not the GEMMs, bound the decoder's attention
-    (16 heads of dim 32 over 197 tokens). Gradients equal autodiff's to
-    float32 rounding (tested).
+    On a 2-core CPU the decoder's attention (16 heads of dim 32 over 197
+    tokens) is bound by its batched small GEMMs (30-50 GF/s) and by those
+    L x L memory passes (docs/session3_notes.md). Gradients equal
+    autodiff's to float32 rounding (tested).
 
     Args:
       q: [B, Lq, H, Dh]; k, v: [B, Lk, H, Dh].
