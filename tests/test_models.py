@@ -47,8 +47,9 @@ def _random_batch(model, seed, batch_size=BATCH):
 
 @pytest.fixture(scope="module")
 def setup():
-    model = build_model(_tiny_config(), modalities=("s2", "s1"), in_chans=IN_CHANS, num_seasons=SEASONS,
-                        image_size=IMAGE)
+    # Scanned layers (the accelerator configs' layout; test_layer_layout.py checks unrolled computes the same).
+    model = build_model(_tiny_config(scan_layers=True), modalities=("s2", "s1"), in_chans=IN_CHANS,
+                        num_seasons=SEASONS, image_size=IMAGE)
     batch = _random_batch(model, 1)
     variables = jax.jit(model.init)(jax.random.key(0), example_batch(model, BATCH))
     apply = jax.jit(model.apply)

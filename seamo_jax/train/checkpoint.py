@@ -145,6 +145,8 @@ class Checkpointer:
 
     def _stacked(self, state: PyTree) -> PyTree:
         """`state` with unrolled block stacks stacked (a device copy), in the checkpoint layout."""
+        if not all(isinstance(leaf, jax.Array) for leaf in jax.tree.leaves(state)):
+            return layer_layout.stack_layers(state)  # host (numpy) leaves: no shardings to keep
         abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding), state)
         structure = jax.tree.structure(abstract)
         if self._stack_fn is None or self._stack_fn[0] != structure:
