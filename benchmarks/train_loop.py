@@ -26,7 +26,7 @@ its fastest step (`--accelerator-settings`: bf16 + remat), and a 2-core CPU
 needs smaller shapes to finish in minutes; `--model tiny` is the worst case
 (0.3 s steps, so input preparation weighs most):
 
-    python benchmarks/train_loop.py --batch-size 8 --seasons 2 --steps 6 --log-every 3 --checkpoint-every 3
+    python benchmarks/train_loop.py --batch-size 8 --seasons 2 --steps 10 --log-every 5   # ~9 min on 2 cores
     python benchmarks/train_loop.py --model tiny --steps 10
 """
 

@@ -105,14 +105,10 @@ def unstack_layers(tree: PyTree) -> PyTree:
     return _map_dicts(_unstack_dict, tree)
 
 
-def _paths(tree: PyTree) -> list[tuple]:
-    return [path for path, _ in jax.tree_util.tree_leaves_with_path(tree)]
-
-
 def is_unrolled(tree: PyTree) -> bool:
     """True if any dict key in `tree` is an unrolled block (`blocks_<i>`)."""
     return any(isinstance(k, jax.tree_util.DictKey) and _UNROLLED.match(str(k.key))
-               for path in _paths(tree) for k in path)
+               for path, _ in jax.tree_util.tree_leaves_with_path(tree) for k in path)
 
 
 def match_layout(tree: PyTree, like: PyTree) -> PyTree:
