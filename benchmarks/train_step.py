@@ -2,7 +2,8 @@
 
 Times a full step (forward, backward, AdamW update; jitted, params and
 optimizer state donated) after warm-up, and measures this machine's fp32
-matmul peak in the same run: the best-rate jnp.dot size of --peak-sizes is
+matmul peak in the same run: the best-rate matmul (XLA's jnp.dot, or the
+CPU kernels' OpenBLAS GEMM where those are on) and size of --peak-sizes are
 found first, then that matmul is timed right after every timed step, so each
 step has a peak measured under the same machine conditions (on a shared VM
 the speed of both drifts by +-15% within minutes). MFU = analytic FLOPs per
@@ -23,11 +24,13 @@ layers unrolled (--scan: under nn.scan).
     python benchmarks/train_step.py                       # default
     python benchmarks/train_step.py --model tiny --img 32 --patch 8 --seasons 4 --modalities s2,s1 --fusion tm
     python benchmarks/train_step.py --remat full --steps 3
+    python benchmarks/train_step.py --cpu-kernels off     # XLA-only baseline of the same step
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import pathlib
@@ -45,6 +48,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import optax  # noqa: E402
 
+from seamo_jax import kernels  # noqa: E402
 from seamo_jax.models import build_model, num_masked, random_mask, training_flops  # noqa: E402
 
 
@@ -72,36 +76,62 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "measured 10-15%% faster, as it skips stacking every layer's residuals")
     parser.add_argument("--attention-impl", default=None,
                         help="None = head-major einsum; xla / cudnn = jax.nn.dot_product_attention")
-    parser.add_argument("--steps", type=int, default=5, help="timed steps (after 2 warm-up steps)")
+    parser.add_argument("--cpu-kernels", default="auto", choices=["auto", "off"],
+                        help="auto: the step's fp32 GEMMs and attention use seamo_jax/kernels on a single-device "
+                             "CPU run; off: XLA's own ops (the A/B baseline; same as SEAMO_CPU_KERNELS=0)")
+    parser.add_argument("--steps", type=int, default=5,
+                        help="timed steps (after 2 warm-up steps; an untimed step separates each peak measurement "
+                             "from the next timed step)")
     parser.add_argument("--peak-sizes", default="1024,2048,3072,4096",
                         help="square fp32 matmul sizes for the peak; the best rate of any size is the peak")
     return parser.parse_args(argv)
 
 
-def measure_peak_flops(sizes: list[int], repeats: int = 3) -> tuple[float, float, int]:
-    """Best fp32 matmul rate over square sizes: (FLOP/s of wall time, FLOP per CPU-second, best wall size).
+def peak_matmuls() -> dict:
+    """The fp32 matmuls the peak may come from: XLA's jnp.dot, plus the kernels' OpenBLAS GEMM where
+    they are on (the step's GEMMs then run there, so the peak must not come from a slower library)."""
+    def donating(matmul):
+        # `out` is donated: XLA writes the product into it, so a measurement
+        # allocates no new memory (fresh huge pages after big frees cost this VM
+        # seconds of kernel time in the next train step).
+        return jax.jit(lambda a, b, out: matmul(a, b), donate_argnums=2)
 
+    matmuls = {"xla_dot": donating(jnp.dot)}
+    if kernels.enabled(jnp.float32):
+        matmuls["seamo_gemm"] = donating(kernels.gemm)
+    return matmuls
+
+
+def measure_peak_flops(sizes: list[int], matmuls: dict, repeats: int = 3,
+                       operands: dict | None = None) -> tuple[float, float, int, str]:
+    """Best fp32 matmul rate over square sizes and matmuls.
+
+    Returns (FLOP/s of wall time, FLOP per CPU-second, best wall size, best matmul's name).
     The rate of one size depends on cache blocking and threading overhead, so
     every size is tried and the best rate kept (a conservative, lower MFU).
     The CPU-second rate (process CPU time, all threads) is the load-independent
     twin used by `mfu_cpu`: on a shared machine wall time includes time the
-    OS gave to other processes, CPU time does not.
+    OS gave to other processes, CPU time does not. `operands` caches the
+    inputs per size (made on device with jax.random, no host temporaries)
+    so the per-step measurement allocates nothing but its output.
     """
-    rng = np.random.default_rng(0)
-    matmul = jax.jit(jnp.dot)
-    best_wall, best_cpu, best_size = 0.0, 0.0, 0
-    for size in sizes:
-        a = jnp.asarray(rng.standard_normal((size, size), np.float32))
-        b = jnp.asarray(rng.standard_normal((size, size), np.float32))
-        matmul(a, b).block_until_ready()
+    operands = {} if operands is None else operands
+    best_wall, best_cpu, best_size, best_name = 0.0, 0.0, 0, ""
+    for size, (name, matmul) in itertools.product(sizes, matmuls.items()):
+        if size not in operands:
+            key_a, key_b = jax.random.split(jax.random.key(size))
+            operands[size] = [jax.random.normal(key_a, (size, size)), jax.random.normal(key_b, (size, size)),
+                              jnp.zeros((size, size))]
+        a, b, _ = operands[size]
+        operands[size][2] = matmul(a, b, operands[size][2]).block_until_ready()
         for _ in range(repeats):
             cpu_start, start = time.process_time(), time.perf_counter()
-            matmul(a, b).block_until_ready()
+            operands[size][2] = matmul(a, b, operands[size][2]).block_until_ready()
             wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
             if 2.0 * size**3 / wall > best_wall:
-                best_wall, best_size = 2.0 * size**3 / wall, size
+                best_wall, best_size, best_name = 2.0 * size**3 / wall, size, name
             best_cpu = max(best_cpu, 2.0 * size**3 / max(cpu, 1e-9))
-    return best_wall, best_cpu, best_size
+    return best_wall, best_cpu, best_size, best_name
 
 
 def make_batch(model, batch_size: int, seasons: int, key: jax.Array) -> dict:
@@ -117,6 +147,8 @@ def make_batch(model, batch_size: int, seasons: int, key: jax.Array) -> dict:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    if args.cpu_kernels == "off":
+        os.environ["SEAMO_CPU_KERNELS"] = "0"  # read by kernels.enabled when the step is traced
     modalities = tuple(args.modalities.split(","))
     model_config = {
         "size": args.model, "patch_size": args.patch, "fusion": args.fusion,
@@ -139,22 +171,31 @@ def main(argv=None) -> dict:
         return optax.apply_updates(params, updates), opt_state, loss
 
     step = jax.jit(train_step, donate_argnums=(0, 1))
+    # The size sweep runs before the warm-up steps: on this VM the train step
+    # right after large matmuls paid seconds of extra kernel (sys) time in its
+    # XLA threads (e.g. 0.4 s -> 3-6 s; same page-fault count, no compaction
+    # stalls), and the warm-up absorbs that.
+    matmuls = peak_matmuls()
+    _, _, peak_size, peak_matmul = measure_peak_flops([int(v) for v in args.peak_sizes.split(",")], matmuls)
+    peak_operands: dict = {}
     compile_start = time.perf_counter()
     for _ in range(2):  # compile + one warm step (first-run allocations)
         params, opt_state, loss = step(params, opt_state, batch)
     loss.block_until_ready()
     warmup_s = time.perf_counter() - compile_start
 
-    peak_sizes = [int(v) for v in args.peak_sizes.split(",")]
-    _, _, peak_size = measure_peak_flops(peak_sizes)
     times, cpu_times, peaks, peaks_cpu = [], [], [], []
-    for _ in range(args.steps):
+    for index in range(args.steps):
+        if index > 0:  # an untimed step after each peak measurement, for the same reason
+            params, opt_state, loss = step(params, opt_state, batch)
+            loss.block_until_ready()
         cpu_start, start = time.process_time(), time.perf_counter()
         params, opt_state, loss = step(params, opt_state, batch)
         loss.block_until_ready()
         times.append(time.perf_counter() - start)
         cpu_times.append(time.process_time() - cpu_start)
-        peak, peak_cpu, _ = measure_peak_flops([peak_size], repeats=2)
+        peak, peak_cpu, _, _ = measure_peak_flops([peak_size], {peak_matmul: matmuls[peak_matmul]}, repeats=2,
+                                                  operands=peak_operands)
         peaks.append(peak)
         peaks_cpu.append(peak_cpu)
     step_s = float(np.median(times))
@@ -169,6 +210,7 @@ def main(argv=None) -> dict:
         "peak_flops": round(float(np.median(peaks))),
         "peak_flops_best": round(max(peaks)),
         "peak_size": peak_size,
+        "peak_matmul": peak_matmul,
         "mfu": round(float(np.median([flops / t / p for t, p in zip(times, peaks)])), 4),
         "mfu_best_peak": round(flops / step_s / max(peaks), 4),
         "step_times_s": [round(t, 3) for t in times],
@@ -180,6 +222,7 @@ def main(argv=None) -> dict:
         "warmup_s": round(warmup_s, 2),
         "loss": float(loss),
         "malloc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
+        "cpu_kernels": kernels.enabled(jnp.float32) and args.dtype == "float32",
         "device": f"{jax.devices()[0].platform}:{jax.device_count()}x{os.cpu_count()}cpu",
         "config": vars(args),
     }

@@ -16,6 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from seamo_jax import kernels
 from seamo_jax.models import layers
 
 _QKV_AXES = ("embed", None, "heads", "kv")
@@ -82,15 +83,19 @@ attend_head_major.defvjp(_head_major_forward, _attend_head_major_bwd)
 def _attend(q: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray, implementation: str | None) -> jnp.ndarray:
     """softmax(q k^T / sqrt(Dh)) v on [B, L, H, Dh] arrays (L may differ for q and k).
 
-    implementation: None = automatic: the head-major einsum above on CPU
-    (measured faster there), jax.nn.dot_product_attention (XLA picks the
-    kernel) on GPU/TPU; "einsum" forces the einsum; "xla" / "cudnn" =
+    implementation: None = automatic: on CPU the fused attention kernel of
+    seamo_jax/kernels where `kernels.enabled` (float32, one device), else
+    the head-major einsum above (measured faster than XLA's there);
+    jax.nn.dot_product_attention (XLA picks the kernel) on GPU/TPU;
+    "einsum" forces the einsum; "xla" / "cudnn" =
     jax.nn.dot_product_attention with that implementation ("cudnn" is the
     flash kernel on GPUs).
     """
     q = nn.with_logical_constraint(q, _HEAD_ACTIVATION)
     k = nn.with_logical_constraint(k, _HEAD_ACTIVATION)
     v = nn.with_logical_constraint(v, _HEAD_ACTIVATION)
+    if implementation is None and kernels.enabled(q.dtype):
+        return kernels.attention(q, k, v)
     if implementation == "einsum" or (implementation is None and jax.default_backend() == "cpu"):
         return attend_head_major(q, k, v)
     return jax.nn.dot_product_attention(q, k, v, implementation=implementation)

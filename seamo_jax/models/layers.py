@@ -17,6 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from seamo_jax import kernels
+
 
 def xavier_uniform_flat(num_in_axes: int = 1):
     """Xavier-uniform over the kernel viewed as a 2-D [fan_in, fan_out] matrix.
@@ -116,7 +118,9 @@ class DenseND(nn.Module):
         lead = x.shape[:x.ndim - self.num_in_axes]
         x2 = jnp.asarray(x, self.dtype).reshape(-1, *in_dims)
         kernel = jnp.asarray(kernel, self.dtype)
-        if jax.default_backend() == "cpu":
+        if kernels.enabled(self.dtype):  # OpenBLAS through XLA's FFI (seamo_jax/kernels)
+            y = kernels.matmul_rows(x2, kernel, self.num_in_axes)
+        elif jax.default_backend() == "cpu":
             y = rows_matmul(x2, kernel, self.num_in_axes)
         else:  # GPU/TPU GEMMs take transposed operands natively.
             y = _contract_trailing(x2, kernel, self.num_in_axes)

@@ -1,0 +1,130 @@
+"""JAX entry points of the CPU kernels: GEMMs and attention with custom VJPs.
+
+`enabled(dtype)` is the trace-time switch the model layers consult
+(layers.DenseND, attention._attend): the kernels run only where they are
+valid and measured faster, i.e. on the CPU backend, in float32, when the
+computation is not partitioned over several devices (an FFI call has no
+sharding rule, so XLA would gather its operands), and when build.load()
+succeeded. Everywhere else the model uses XLA's ops, which compute the
+same values to float32 rounding (tests/test_kernels.py).
+`SEAMO_CPU_KERNELS=0` turns them off for a process (A/B runs, debugging).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from seamo_jax.kernels import build
+
+_warned = False
+
+
+def enabled(dtype) -> bool:
+    """Whether the model should call the CPU kernels for a computation in `dtype`, traced now."""
+    if os.environ.get("SEAMO_CPU_KERNELS", "1").lower() in ("0", "off", "false", "no"):
+        return False
+    if jax.default_backend() != "cpu" or jnp.dtype(dtype) != jnp.float32:
+        return False
+    mesh = jax.sharding.get_abstract_mesh()
+    if not mesh.empty and mesh.size > 1:
+        return False
+    if build.load() is None:
+        global _warned
+        if not _warned:
+            _warned = True
+            warnings.warn(f"seamo_jax CPU kernels unavailable, using XLA's ops (slower on CPU): {build.load_error()}",
+                          RuntimeWarning, stacklevel=2)
+        return False
+    return True
+
+
+def gemm(a: jax.Array, b: jax.Array, trans_a: bool = False, trans_b: bool = False) -> jax.Array:
+    """op(a) @ op(b) in float32 with OpenBLAS, split over XLA's CPU threads.
+
+    a: [M, K] ([K, M] if trans_a); b: [K, N] ([N, K] if trans_b) -> [M, N].
+    """
+    if a.ndim != 2 or b.ndim != 2 or a.dtype != jnp.float32 or b.dtype != jnp.float32:
+        raise ValueError(f"gemm takes 2-D float32 operands, got {a.dtype}{a.shape} and {b.dtype}{b.shape}")
+    m, k = (a.shape[1], a.shape[0]) if trans_a else a.shape
+    k_b, n = (b.shape[1], b.shape[0]) if trans_b else b.shape
+    if k != k_b:
+        raise ValueError(f"gemm contracting sizes differ: {k} vs {k_b}")
+    call = jax.ffi.ffi_call("seamo_gemm", jax.ShapeDtypeStruct((m, n), jnp.float32), vmap_method="sequential")
+    return call(a, b, trans_a=trans_a, trans_b=trans_b)
+
+
+@jax.custom_vjp
+def _matmul_2d(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    return gemm(x, kernel)
+
+
+def _matmul_2d_fwd(x, kernel):
+    return gemm(x, kernel), (x, kernel)
+
+
+def _matmul_2d_bwd(residuals, dy):
+    x, kernel = residuals
+    dkernel = gemm(x, dy, trans_a=True)  # x^T dy: no transposed copy, BLAS reads x column-wise
+    # dx after dkernel: each GEMM then gets all threads in turn (measured
+    # faster than letting XLA run the two side by side).
+    dy, dkernel = jax.lax.optimization_barrier((dy, dkernel))
+    return gemm(dy, kernel, trans_b=True), dkernel
+
+
+_matmul_2d.defvjp(_matmul_2d_fwd, _matmul_2d_bwd)
+
+
+def matmul_rows(x: jax.Array, kernel: jax.Array, num_in_axes: int) -> jax.Array:
+    """x [M, *in] . kernel [*in, *out] -> [M, *out] (float32), gradients by the same kernels.
+
+    The reshapes to 2-D are free (row-major bitcasts).
+    """
+    in_dims, out_dims = kernel.shape[:num_in_axes], kernel.shape[num_in_axes:]
+    if x.shape[1:] != in_dims:
+        raise ValueError(f"x {x.shape} does not end in the kernel's input dims {in_dims}")
+    fan_in, fan_out = int(np.prod(in_dims)), int(np.prod(out_dims))
+    y = _matmul_2d(x.reshape(x.shape[0], fan_in), kernel.reshape(fan_in, fan_out))
+    return y.reshape(x.shape[0], *out_dims)
+
+
+def _attention_fwd_call(q, k, v):
+    batch, len_q, heads, _ = q.shape
+    call = jax.ffi.ffi_call(
+        "seamo_attention_fwd",
+        (jax.ShapeDtypeStruct(q.shape, jnp.float32),
+         jax.ShapeDtypeStruct((batch, heads, len_q, k.shape[1]), jnp.float32)),
+        vmap_method="sequential")
+    return call(q, k, v, scale=np.float32(q.shape[-1] ** -0.5))
+
+
+@jax.custom_vjp
+def attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
+    """softmax(q k^T / sqrt(Dh)) v per (batch, head), float32.
+
+    q: [B, Lq, H, Dh]; k, v: [B, Lk, H, Dh] -> [B, Lq, H, Dh]. The forward
+    keeps the probabilities [B, H, Lq, Lk] for the backward (as
+    attention.attend_head_major does).
+    """
+    if q.ndim != 4 or k.shape != v.shape or q.shape[0] != k.shape[0] or q.shape[2:] != k.shape[2:]:
+        raise ValueError(f"attention takes q [B, Lq, H, Dh], k = v [B, Lk, H, Dh]; got {q.shape} {k.shape} {v.shape}")
+    return _attention_fwd_call(q, k, v)[0]
+
+
+def _attention_fwd(q, k, v):
+    out, probs = _attention_fwd_call(q, k, v)
+    return out, (q, k, v, out, probs)
+
+
+def _attention_bwd(residuals, dout):
+    q, k, v, out, probs = residuals
+    call = jax.ffi.ffi_call("seamo_attention_bwd", tuple(jax.ShapeDtypeStruct(t.shape, jnp.float32) for t in (q, k, v)),
+                            vmap_method="sequential")
+    return call(q, k, v, out, probs, dout.astype(jnp.float32), scale=np.float32(q.shape[-1] ** -0.5))
+
+
+attention.defvjp(_attention_fwd, _attention_bwd)
