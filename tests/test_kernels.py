@@ -16,7 +16,7 @@ import pytest
 from experiments.demo_cpu import get_config
 from seamo_jax import kernels
 from seamo_jax.kernels import build
-from seamo_jax.models import attention, build_model, example_batch, layers
+from seamo_jax.models import build_model, example_batch, layers
 
 needs_kernels = pytest.mark.skipif(build.load() is None, reason=f"CPU kernels unavailable: {build.load_error()}")
 
@@ -170,11 +170,10 @@ def test_unavailable_kernels_fall_back_with_a_warning(monkeypatch):
     monkeypatch.setattr(kernels.ops, "_warned", False)
     with pytest.warns(RuntimeWarning, match="no C\\+\\+ compiler"):
         assert not kernels.enabled(jnp.float32)
-    x, kernel = jnp.ones((4, 3)), jnp.ones((3, 2))
+    x = jnp.ones((4, 3))
     dense = layers.DenseND((2,), 1, ("embed", "mlp"), ("mlp",))
     params = dense.init(jax.random.key(0), x)
     assert "seamo_" not in jax.jit(dense.apply).lower(params, x).as_text()
-    del kernel
 
 
 def test_library_cache_key_and_reuse(tmp_path, monkeypatch):
