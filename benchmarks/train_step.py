@@ -92,8 +92,7 @@ def peak_matmuls() -> dict:
     they are on (the step's GEMMs then run there, so the peak must not come from a slower library)."""
     def donating(matmul):
         # `out` is donated: XLA writes the product into it, so a measurement
-        # allocates no new memory (fresh huge pages after big frees cost this VM
-        # seconds of kernel time in the next train step).
+        # allocates no new memory between train steps.
         return jax.jit(lambda a, b, out: matmul(a, b), donate_argnums=2)
 
     matmuls = {"xla_dot": donating(jnp.dot)}
@@ -112,8 +111,8 @@ def measure_peak_flops(sizes: list[int], matmuls: dict, repeats: int = 3,
     The CPU-second rate (process CPU time, all threads) is the load-independent
     twin used by `mfu_cpu`: on a shared machine wall time includes time the
     OS gave to other processes, CPU time does not. `operands` caches the
-    inputs per size (made on device with jax.random, no host temporaries)
-    so the per-step measurement allocates nothing but its output.
+    inputs and the (donated) output per size, made on device with
+    jax.random, so the per-step measurement allocates nothing.
     """
     operands = {} if operands is None else operands
     best_wall, best_cpu, best_size, best_name = 0.0, 0.0, 0, ""

@@ -56,7 +56,8 @@ def rows_matmul(x: jnp.ndarray, kernel: jnp.ndarray, num_in_axes: int) -> jnp.nd
     GEMMs ran at ~60 GF/s while forward ones ran at ~140; with this ordering
     the step went from ~6.2 s to ~5.0 s. (Materialising x^T so the kernel
     gradient is a plain GEMM was tried too: XLA:CPU's transposes cost 1 s.)
-    Used on CPU only; GPU/TPU GEMMs take transposed operands natively.
+    Used on CPU when the CPU kernels (seamo_jax/kernels) are off or
+    unavailable; GPU/TPU GEMMs take transposed operands natively.
     """
     return _contract_trailing(x, kernel, num_in_axes)
 
