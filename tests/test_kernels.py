@@ -82,14 +82,15 @@ def test_matmul_rows_values_and_grads_match_dot_general(x_shape, kernel_shape, n
 
 
 @needs_kernels
-@pytest.mark.parametrize("len_q,len_k,logit_scale", [
-    (197, 197, 1.0),  # the MAE decoder's length (not a multiple of the 8-wide SIMD rows)
-    (5, 13, 1.0),  # cross-attention, short rows (scalar tail only)
-    (16, 24, 30.0),  # large logits: softmax must subtract the row max
+@pytest.mark.parametrize("len_q,len_k,logit_scale,dim", [
+    (197, 197, 1.0, 32),  # the MAE decoder's shape: 6 x 16 register tiles plus row/column tails
+    (5, 13, 1.0, 8),  # cross-attention, short rows (scalar softmax tail, one 8-wide column block)
+    (16, 24, 30.0, 24),  # large logits: softmax must subtract the row max; 16 + 8 wide column blocks
+    (9, 11, 1.0, 7),  # head dim not a multiple of 8: the OpenBLAS path
 ])
-def test_attention_matches_jax_dot_product_attention(len_q, len_k, logit_scale):
+def test_attention_matches_jax_dot_product_attention(len_q, len_k, logit_scale, dim):
     rng = np.random.default_rng(len_q)
-    batch, heads, dim = 2, 3, 8
+    batch, heads = 2, 3
     q = _normal(rng, (batch, len_q, heads, dim), logit_scale)
     k, v = _normal(rng, (batch, len_k, heads, dim)), _normal(rng, (batch, len_k, heads, dim))
     cotangent = _normal(rng, (batch, len_q, heads, dim))
@@ -106,6 +107,85 @@ def test_attention_matches_jax_dot_product_attention(len_q, len_k, logit_scale):
     for mine, want in zip(got[1], reference[1]):
         assert float(jnp.abs(want).max()) > 1e-3
         np.testing.assert_allclose(np.asarray(mine), np.asarray(want), rtol=1e-4, atol=1e-4 * logit_scale)
+
+
+@needs_kernels
+@pytest.mark.parametrize("shape", [(2, 197, 3, 3, 32), (3, 5, 3, 2, 7)])
+def test_self_attention_reads_packed_qkv_like_sliced_attention(shape):
+    """kernels.self_attention(qkv) = attention(q, k, v) sliced out of qkv; its gradient is the packed [B, L, 3, H, Dh]."""
+    rng = np.random.default_rng(shape[1])
+    qkv = _normal(rng, shape)
+    cotangent = _normal(rng, shape[:2] + shape[3:])
+
+    def sliced(t):
+        return jax.nn.dot_product_attention(t[:, :, 0], t[:, :, 1], t[:, :, 2])
+
+    out = jax.jit(kernels.self_attention)(qkv)
+    np.testing.assert_allclose(np.asarray(out), np.asarray(sliced(qkv)), rtol=1e-5, atol=1e-5)
+    got = jax.jit(jax.grad(lambda t: jnp.vdot(kernels.self_attention(t), cotangent)))(qkv)
+    want = jax.grad(lambda t: jnp.vdot(sliced(t), cotangent))(qkv)
+    assert got.shape == qkv.shape
+    for part in range(3):  # dq, dk, dv each non-trivial and right
+        assert float(jnp.abs(want[:, :, part]).max()) > 1e-3
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="qkv"):
+        kernels.self_attention(qkv[:, :, :2])
+
+
+@needs_kernels
+@pytest.mark.parametrize("rows,cols", [(64, 256), (37, 19), (5, 1)])
+def test_bias_gelu_matches_exact_gelu(rows, cols):
+    rng = np.random.default_rng(cols)
+    y, bias = _normal(rng, (rows, cols), 3.0), _normal(rng, (cols,))
+    cotangent = _normal(rng, (rows, cols))
+
+    def reference(y, bias):
+        return nn.gelu(y + bias, approximate=False)
+
+    np.testing.assert_allclose(np.asarray(jax.jit(kernels.bias_gelu)(y, bias)), np.asarray(reference(y, bias)),
+                               rtol=1e-5, atol=2e-6)
+    got = jax.jit(jax.grad(lambda y, b: jnp.vdot(kernels.bias_gelu(y, b), cotangent), argnums=(0, 1)))(y, bias)
+    want = jax.grad(lambda y, b: jnp.vdot(reference(y, b), cotangent), argnums=(0, 1))(y, bias)
+    for mine, ref in zip(got, want):
+        np.testing.assert_allclose(np.asarray(mine), np.asarray(ref), rtol=1e-5, atol=2e-6 * max(1.0, rows ** 0.5))
+    with pytest.raises(ValueError, match="bias"):
+        kernels.bias_gelu(y, bias[:-1] if cols > 1 else jnp.ones(2))
+
+
+@needs_kernels
+def test_bias_gelu_erf_accurate_over_its_range():
+    """The kernel's erf approximation, on a dense grid through the clamp at |h| = 4 sqrt 2 and beyond."""
+    import math
+
+    grid = np.linspace(-8.0, 8.0, 40001, dtype=np.float32)
+    got = np.asarray(jax.jit(kernels.bias_gelu)(jnp.asarray(grid)[None], jnp.zeros(grid.size, jnp.float32)))[0]
+    exact = np.array([0.5 * float(h) * math.erfc(-float(h) / math.sqrt(2.0)) for h in grid])
+    np.testing.assert_allclose(got, exact, rtol=1e-5, atol=1.5e-6)
+
+
+@needs_kernels
+@pytest.mark.parametrize("rows,cols,offset", [(300, 384, 0.0), (37, 19, 5.0), (5, 13, 0.0), (3, 1, 0.0)])
+def test_layer_norm_matches_flax(rows, cols, offset):
+    """Values and the x / scale / bias gradients equal flax's nn.LayerNorm (eps 1e-6), incl. fewer rows than partial blocks."""
+    rng = np.random.default_rng(rows)
+    x = _normal(rng, (rows, cols), 3.0) + offset
+    scale, bias = _normal(rng, (cols,)), _normal(rng, (cols,))
+    cotangent = _normal(rng, (rows, cols))
+    flax_norm = nn.LayerNorm(epsilon=1e-6)
+
+    def reference(x, scale, bias):
+        return flax_norm.apply({"params": {"scale": scale, "bias": bias}}, x)
+
+    def mine(x, scale, bias):
+        return kernels.layer_norm(x, scale, bias, 1e-6)
+
+    np.testing.assert_allclose(np.asarray(jax.jit(mine)(x, scale, bias)), np.asarray(reference(x, scale, bias)),
+                               rtol=1e-5, atol=1e-5)
+    got = jax.jit(jax.grad(lambda *a: jnp.vdot(mine(*a), cotangent), argnums=(0, 1, 2)))(x, scale, bias)
+    want = jax.grad(lambda *a: jnp.vdot(reference(*a), cotangent), argnums=(0, 1, 2))(x, scale, bias)
+    for got_grad, want_grad in zip(got, want):
+        tolerance = 1e-5 * (float(jnp.abs(want_grad).max()) + 1.0)
+        np.testing.assert_allclose(np.asarray(got_grad), np.asarray(want_grad), rtol=1e-4, atol=tolerance)
 
 
 @needs_kernels
@@ -142,7 +222,9 @@ def test_seamo_loss_and_grads_same_with_and_without_kernels(monkeypatch):
     """The whole tiny SeaMo (encoder, TM fusion cross-attention, decoders) through the kernels = through XLA."""
     model, batch, variables = _tiny_seamo()
     lowered = jax.jit(lambda v: model.apply(v, batch)[0]).lower(variables).as_text()
-    assert "seamo_gemm" in lowered and "seamo_attention_fwd" in lowered
+    for target in ("seamo_gemm", "seamo_attention_fwd", "seamo_attention_qkv_fwd", "seamo_bias_gelu_fwd",
+                   "seamo_layer_norm_fwd"):
+        assert target in lowered
     loss, grads = _loss_and_grads(model, batch, variables)
     monkeypatch.setenv("SEAMO_CPU_KERNELS", "0")
     assert "seamo_" not in jax.jit(lambda v: model.apply(v, batch)[0]).lower(variables).as_text()

@@ -298,3 +298,27 @@ def test_rows_matmul_matches_autodiff_of_dot_general(x_shape, kernel_shape, num_
     for got, want in zip(grads, ref_grads):
         assert got.shape == want.shape
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_layer_norm_module_matches_flax_layer_norm(monkeypatch, dtype):
+    """layers.LayerNorm (XLA path; the kernel path is tests/test_kernels.py) = flax nn.LayerNorm: same params, values."""
+    monkeypatch.setenv("SEAMO_CPU_KERNELS", "0")
+    rng = np.random.default_rng(5)
+    x = jnp.asarray(rng.standard_normal((3, 7, 24)) * 2 + 1, dtype)
+    ours = layers.layer_norm("norm", dtype)
+    theirs = nn.LayerNorm(epsilon=1e-6, dtype=dtype, param_dtype=jnp.float32)
+    params = nn.meta.unbox(ours.init(jax.random.key(0), x))
+    assert jax.tree.map(jnp.shape, params) == jax.tree.map(jnp.shape, theirs.init(jax.random.key(0), x))
+    params = {"params": {"scale": jnp.asarray(rng.standard_normal(24), jnp.float32),
+                         "bias": jnp.asarray(rng.standard_normal(24), jnp.float32)}}
+    got, want = ours.apply(params, x), theirs.apply(params, x)
+    assert got.dtype == want.dtype == dtype
+    tolerance = 1e-5 if dtype == jnp.float32 else 2e-2
+    np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(want, np.float32), rtol=tolerance, atol=tolerance)
+
+
+def test_dense_rejects_unknown_activation():
+    dense = layers.DenseND((4,), 1, ("embed", "mlp"), ("mlp",), activation="relu")
+    with pytest.raises(ValueError, match="activation"):
+        dense.init(jax.random.key(0), jnp.ones((2, 3)))

@@ -34,8 +34,11 @@ import numpy as np
 
 SOURCE = pathlib.Path(__file__).with_name("cpu_kernels.cc")
 FFI_TARGETS = {"seamo_gemm": "SeamoGemm", "seamo_attention_fwd": "SeamoAttentionFwd",
-               "seamo_attention_bwd": "SeamoAttentionBwd"}
-CXX_FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-w")
+               "seamo_attention_bwd": "SeamoAttentionBwd", "seamo_bias_gelu_fwd": "SeamoBiasGeluFwd",
+               "seamo_bias_gelu_bwd": "SeamoBiasGeluBwd", "seamo_layer_norm_fwd": "SeamoLayerNormFwd",
+               "seamo_layer_norm_bwd": "SeamoLayerNormBwd", "seamo_attention_qkv_fwd": "SeamoAttentionQkvFwd",
+               "seamo_attention_qkv_bwd": "SeamoAttentionQkvBwd"}
+CXX_FLAGS = ("-O3", "-march=native", "-ffp-contract=fast", "-std=c++17", "-shared", "-fPIC", "-w")
 
 _lock = threading.Lock()
 _state: dict = {}

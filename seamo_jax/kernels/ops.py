@@ -1,7 +1,7 @@
-"""JAX entry points of the CPU kernels: GEMMs and attention with custom VJPs.
+"""JAX entry points of the CPU kernels, each with a custom VJP: GEMMs, attention, bias + GELU, LayerNorm.
 
 `enabled(dtype)` is the trace-time switch the model layers consult
-(layers.DenseND, attention._attend): the kernels run only where they are
+(layers.DenseND, layers.LayerNorm, attention.SelfAttention and _attend): the kernels run only where they are
 valid and measured faster, i.e. on the CPU backend, in float32, when the
 computation is not partitioned over several devices (an FFI call has no
 sharding rule, so XLA would gather its operands), and when build.load()
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -128,3 +129,113 @@ def _attention_bwd(residuals, dout):
 
 
 attention.defvjp(_attention_fwd, _attention_bwd)
+
+
+
+def _self_attention_fwd_call(qkv):
+    batch, length, _, heads, head_dim = qkv.shape
+    call = jax.ffi.ffi_call(
+        "seamo_attention_qkv_fwd",
+        (jax.ShapeDtypeStruct((batch, length, heads, head_dim), jnp.float32),
+         jax.ShapeDtypeStruct((batch, heads, length, length), jnp.float32)),
+        vmap_method="sequential")
+    return call(qkv, scale=np.float32(head_dim ** -0.5))
+
+
+@jax.custom_vjp
+def self_attention(qkv: jax.Array) -> jax.Array:
+    """`attention(q, k, v)` read in place from a packed projection, float32.
+
+    qkv: [B, L, 3, H, Dh] (the fused qkv layer's output) -> [B, L, H, Dh].
+    Slicing q, k, v out of qkv would copy them (and the backward would
+    concatenate three gradients); here the kernel reads them with strides and
+    writes the gradient [B, L, 3, H, Dh] in place.
+    """
+    if qkv.ndim != 5 or qkv.shape[2] != 3:
+        raise ValueError(f"self_attention takes qkv [B, L, 3, H, Dh]; got {qkv.shape}")
+    return _self_attention_fwd_call(qkv)[0]
+
+
+def _self_attention_fwd(qkv):
+    out, probs = _self_attention_fwd_call(qkv)
+    return out, (qkv, out, probs)
+
+
+def _self_attention_bwd(residuals, dout):
+    qkv, out, probs = residuals
+    call = jax.ffi.ffi_call("seamo_attention_qkv_bwd", jax.ShapeDtypeStruct(qkv.shape, jnp.float32),
+                            vmap_method="sequential")
+    return (call(qkv, out, probs, dout.astype(jnp.float32), scale=np.float32(qkv.shape[-1] ** -0.5)),)
+
+
+self_attention.defvjp(_self_attention_fwd, _self_attention_bwd)
+
+@jax.custom_vjp
+def bias_gelu(y: jax.Array, bias: jax.Array) -> jax.Array:
+    """gelu(y + bias) with the exact (erf) GELU, float32, in one pass.
+
+    y: [M, N] (fc1's GEMM output before its bias); bias: [N] -> [M, N].
+    torch's nn.GELU() formula, 0.5 h (1 + erf(h / sqrt 2)). The backward
+    recomputes gelu'(y + bias) from y, so nothing but y and bias is kept.
+    """
+    if y.ndim != 2 or bias.shape != y.shape[1:]:
+        raise ValueError(f"bias_gelu takes y [M, N] and bias [N]; got {y.shape} {bias.shape}")
+    return _bias_gelu_fwd(y, bias)[0]
+
+
+def _bias_gelu_fwd(y, bias):
+    call = jax.ffi.ffi_call("seamo_bias_gelu_fwd", jax.ShapeDtypeStruct(y.shape, jnp.float32),
+                            vmap_method="sequential")
+    return call(y, bias), (y, bias)
+
+
+def _bias_gelu_bwd(residuals, dout):
+    y, bias = residuals
+    call = jax.ffi.ffi_call("seamo_bias_gelu_bwd", jax.ShapeDtypeStruct(y.shape, jnp.float32),
+                            vmap_method="sequential")
+    dpre = call(y, bias, dout.astype(jnp.float32))
+    return dpre, jnp.sum(dpre, axis=0)
+
+
+bias_gelu.defvjp(_bias_gelu_fwd, _bias_gelu_bwd)
+
+
+# Row blocks of the LayerNorm backward's partial column sums: fixed, so the
+# scale/bias gradients do not depend on the thread count.
+_LAYER_NORM_PARTIALS = 16
+
+
+def layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, epsilon: float) -> jax.Array:
+    """(x - mean) / sqrt(var + epsilon) * scale + bias over the last axis, float32.
+
+    x: [M, D]; scale, bias: [D] -> [M, D]. One pass per row forward and
+    backward; mean and 1/std [M] are kept for the backward.
+    """
+    if x.ndim != 2 or scale.shape != x.shape[1:] or bias.shape != x.shape[1:]:
+        raise ValueError(f"layer_norm takes x [M, D], scale [D], bias [D]; got {x.shape} {scale.shape} {bias.shape}")
+    return _layer_norm(x, scale, bias, float(epsilon))
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _layer_norm(x, scale, bias, epsilon):
+    return _layer_norm_fwd(x, scale, bias, epsilon)[0]
+
+
+def _layer_norm_fwd(x, scale, bias, epsilon):
+    rows = jax.ShapeDtypeStruct(x.shape[:1], jnp.float32)
+    call = jax.ffi.ffi_call("seamo_layer_norm_fwd", (jax.ShapeDtypeStruct(x.shape, jnp.float32), rows, rows),
+                            vmap_method="sequential")
+    y, mean, rstd = call(x, scale, bias, epsilon=np.float32(epsilon))
+    return y, (x, scale, mean, rstd)
+
+
+def _layer_norm_bwd(epsilon, residuals, dy):
+    x, scale, mean, rstd = residuals
+    partials = jax.ShapeDtypeStruct((_LAYER_NORM_PARTIALS, x.shape[1]), jnp.float32)
+    call = jax.ffi.ffi_call("seamo_layer_norm_bwd", (jax.ShapeDtypeStruct(x.shape, jnp.float32), partials, partials),
+                            vmap_method="sequential")
+    dx, dscale, dbias = call(x, scale, mean, rstd, dy.astype(jnp.float32))
+    return dx, jnp.sum(dscale, axis=0), jnp.sum(dbias, axis=0)
+
+
+_layer_norm.defvjp(_layer_norm_fwd, _layer_norm_bwd)

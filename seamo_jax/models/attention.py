@@ -117,8 +117,10 @@ class SelfAttention(nn.Module):
         width = x.shape[-1]
         head_dim = width // self.num_heads
         qkv = layers.dense((3, self.num_heads, head_dim), 1, _QKV_AXES, (None, "heads", "kv"), self.dtype, "qkv")(x)
-        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-        out = _attend(q, k, v, self.implementation)
+        if self.implementation is None and kernels.enabled(qkv.dtype):
+            out = kernels.self_attention(qkv)  # reads q, k, v in place: no slices, no gradient concat
+        else:
+            out = _attend(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2], self.implementation)
         return layers.dense(width, 2, _OUT_AXES, ("embed",), self.dtype, "proj")(out)
 
 

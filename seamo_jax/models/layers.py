@@ -95,6 +95,8 @@ class DenseND(nn.Module):
       num_in_axes: trailing input axes contracted.
       kernel_axes, bias_axes: logical axis names of kernel / bias.
       dtype: compute dtype (params float32).
+      activation: None, or "gelu" (exact erf GELU after the bias; with the
+        CPU kernels the bias and GELU are one fused pass).
     """
 
     features: tuple[int, ...]
@@ -102,6 +104,7 @@ class DenseND(nn.Module):
     kernel_axes: tuple
     bias_axes: tuple
     dtype: jnp.dtype = jnp.float32
+    activation: str | None = None
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
@@ -117,34 +120,65 @@ class DenseND(nn.Module):
         # with no copies. The kernel keeps its multi-axis shape so a
         # "heads"-sharded qkv kernel [D, 3, H, Dh] is not resharded by a reshape.
         lead = x.shape[:x.ndim - self.num_in_axes]
+        if self.activation not in (None, "gelu"):
+            raise ValueError(f"DenseND activation must be None or 'gelu', got {self.activation!r}")
         x2 = jnp.asarray(x, self.dtype).reshape(-1, *in_dims)
         kernel = jnp.asarray(kernel, self.dtype)
+        bias = jnp.asarray(bias, self.dtype)
         if kernels.enabled(self.dtype):  # OpenBLAS through XLA's FFI (seamo_jax/kernels)
             y = kernels.matmul_rows(x2, kernel, self.num_in_axes)
+            if self.activation == "gelu" and len(self.features) == 1:
+                return kernels.bias_gelu(y, bias).reshape(*lead, *self.features)
         elif jax.default_backend() == "cpu":
             y = rows_matmul(x2, kernel, self.num_in_axes)
         else:  # GPU/TPU GEMMs take transposed operands natively.
             y = _contract_trailing(x2, kernel, self.num_in_axes)
-        return y.reshape(*lead, *self.features) + jnp.asarray(bias, self.dtype)
+        y = y.reshape(*lead, *self.features) + bias
+        # torch's nn.GELU(): 0.5 y (1 + erf(y / sqrt 2)) (jax computes it through erfc, same values).
+        return nn.gelu(y, approximate=False) if self.activation == "gelu" else y
 
 
 def dense(features: int | Sequence[int], num_in_axes: int, kernel_axes: tuple, bias_axes: tuple,
-          dtype: jnp.dtype, name: str) -> DenseND:
+          dtype: jnp.dtype, name: str, activation: str | None = None) -> DenseND:
     """A DenseND with MAE's init (xavier-uniform on the [fan_in, fan_out] view, zero bias)."""
     features = (features,) if isinstance(features, int) else tuple(features)
-    return DenseND(features, num_in_axes, tuple(kernel_axes), tuple(bias_axes), dtype, name=name)
+    return DenseND(features, num_in_axes, tuple(kernel_axes), tuple(bias_axes), dtype, activation, name=name)
 
 
-def layer_norm(name: str, dtype: jnp.dtype) -> nn.LayerNorm:
+class LayerNorm(nn.Module):
+    """LayerNorm over the last axis with logical axes on its params.
+
+    Params: scale [D] (ones, "embed"), bias [D] (zeros, "embed"): the same
+    tree as flax.linen.LayerNorm, so checkpoints and exports do not change.
+    Statistics in float32 (as flax does), output in `dtype`. With the CPU
+    kernels (float32, one device) the forward and backward are one pass per
+    row each (seamo_jax/kernels); elsewhere flax's maths: variance as
+    E[x^2] - E[x]^2, clipped at 0.
+    """
+
+    epsilon: float = 1e-6
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        """[..., D] -> [..., D]."""
+        width = x.shape[-1]
+        scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones, ("embed",)), (width,),
+                           jnp.float32)
+        bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)), (width,),
+                          jnp.float32)
+        if kernels.enabled(self.dtype) and x.dtype == jnp.float32:
+            return kernels.layer_norm(x.reshape(-1, width), scale, bias, self.epsilon).reshape(x.shape)
+        x32 = jnp.asarray(x, jnp.float32)
+        mean = jnp.mean(x32, axis=-1, keepdims=True)
+        variance = jnp.maximum(jnp.mean(jnp.square(x32), axis=-1, keepdims=True) - jnp.square(mean), 0.0)
+        y = (x32 - mean) * (jax.lax.rsqrt(variance + self.epsilon) * scale) + bias
+        return jnp.asarray(y, self.dtype)
+
+
+def layer_norm(name: str, dtype: jnp.dtype) -> LayerNorm:
     """LayerNorm with MAE's eps (1e-6) and logical axes on scale/bias."""
-    return nn.LayerNorm(
-        epsilon=1e-6,
-        dtype=dtype,
-        param_dtype=jnp.float32,
-        scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
-        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
-        name=name,
-    )
+    return LayerNorm(epsilon=1e-6, dtype=dtype, name=name)
 
 
 class Mlp(nn.Module):
@@ -161,8 +195,7 @@ class Mlp(nn.Module):
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
         """[B, L, D] -> [B, L, D]."""
         width = x.shape[-1]
-        h = dense(self.hidden_dim, 1, ("embed", "mlp"), ("mlp",), self.dtype, "fc1")(x)
+        h = dense(self.hidden_dim, 1, ("embed", "mlp"), ("mlp",), self.dtype, "fc1", activation="gelu")(x)
         h = nn.with_logical_constraint(h, ("batch", "length", "mlp"))
-        h = nn.gelu(h, approximate=False)
         out = dense(width, 1, ("mlp", "embed"), ("embed",), self.dtype, "fc2")(h)
         return out
