@@ -248,24 +248,53 @@ inline F GeluGrad(F h) {
   return 0.5f * (1.0f + Erf(h * kSqrtHalf)) + h * kInvSqrt2Pi * ExpNonPositive<F, I>(-0.5f * h * h);
 }
 
-// Applies op(row, columns [j, j+8) or [j, j+1)) to every element of a
-// [rows, cols] row-major array, 8 lanes at a time plus a scalar tail, rows
-// split over the pool. op(r, j, tag) gets V8f / V1f via the tag's type.
-template <typename Op>
-void ForEachElement(ffi::ThreadPool& pool, int64_t rows, int64_t cols, Op op) {
+// Sum of v's lanes.
+template <typename F>
+inline float LaneSum(F v) {
+  float total = 0.0f;
+  for (size_t lane = 0; lane < sizeof(F) / sizeof(float); ++lane) total += v[lane];
+  return total;
+}
+
+// Row-wise sum of f(j, lanes) over j in [0, cols), 8 lanes at a time plus a scalar tail.
+template <typename Fn>
+inline float RowSum(int64_t cols, Fn f) {
+  const int64_t vec_cols = cols / 8 * 8;
+  V8f acc = {};
+  float tail = 0.0f;
+  int64_t j = 0;
+  for (; j < vec_cols; j += 8) acc += f(j, V8f{});
+  for (; j < cols; ++j) tail += f(j, V1f{})[0];
+  return LaneSum(acc) + tail;
+}
+
+// Calls f(j, lanes) over j in [0, cols), 8 lanes at a time plus a scalar tail.
+template <typename Fn>
+inline void RowApply(int64_t cols, Fn f) {
+  const int64_t vec_cols = cols / 8 * 8;
+  int64_t j = 0;
+  for (; j < vec_cols; j += 8) f(j, V8f{});
+  for (; j < cols; ++j) f(j, V1f{});
+}
+
+// Calls row_fn(r) for r in [0, rows), rows split into a few blocks per pool
+// thread: equal shares, but a late or busy thread's work is picked up.
+template <typename RowFn>
+void ForEachRow(ffi::ThreadPool& pool, int64_t rows, RowFn row_fn) {
   const int64_t workers = pool.num_threads() > 0 ? pool.num_threads() : 1;
-  // A few blocks per thread: equal shares, but a late or busy thread's work is picked up.
   const int64_t blocks = rows < 4 * workers ? (rows > 0 ? rows : 1) : 4 * workers;
   const int64_t block = (rows + blocks - 1) / blocks;
-  const int64_t vec_cols = cols / 8 * 8;
   ParallelFor(pool, blocks, [=](int64_t i) {
     const int64_t end = (i + 1) * block < rows ? (i + 1) * block : rows;
-    for (int64_t r = i * block; r < end; ++r) {
-      int64_t j = 0;
-      for (; j < vec_cols; j += 8) op(r, j, V8f{});
-      for (; j < cols; ++j) op(r, j, V1f{});
-    }
+    for (int64_t r = i * block; r < end; ++r) row_fn(r);
   });
+}
+
+// Applies op(r, j, lanes) to every element of a [rows, cols] row-major array,
+// lanes = V8f{} for columns [j, j+8) and V1f{} for the scalar tail.
+template <typename Op>
+void ForEachElement(ffi::ThreadPool& pool, int64_t rows, int64_t cols, Op op) {
+  ForEachRow(pool, rows, [=](int64_t r) { RowApply(cols, [&](int64_t j, auto lanes) { op(r, j, lanes); }); });
 }
 
 template <typename F>
@@ -364,35 +393,6 @@ ffi::Error BiasGeluBwdImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> y, ffi::B
   return ffi::Error::Success();
 }
 
-// Sum of v's lanes.
-template <typename F>
-inline float LaneSum(F v) {
-  float total = 0.0f;
-  for (size_t lane = 0; lane < sizeof(F) / sizeof(float); ++lane) total += v[lane];
-  return total;
-}
-
-// Row-wise sum of f(j, lanes) over j in [0, cols), 8 lanes at a time plus a scalar tail.
-template <typename Fn>
-inline float RowSum(int64_t cols, Fn f) {
-  const int64_t vec_cols = cols / 8 * 8;
-  V8f acc = {};
-  float tail = 0.0f;
-  int64_t j = 0;
-  for (; j < vec_cols; j += 8) acc += f(j, V8f{});
-  for (; j < cols; ++j) tail += f(j, V1f{})[0];
-  return LaneSum(acc) + tail;
-}
-
-// Calls f(j, lanes) over j in [0, cols), 8 lanes at a time plus a scalar tail.
-template <typename Fn>
-inline void RowApply(int64_t cols, Fn f) {
-  const int64_t vec_cols = cols / 8 * 8;
-  int64_t j = 0;
-  for (; j < vec_cols; j += 8) f(j, V8f{});
-  for (; j < cols; ++j) f(j, V1f{});
-}
-
 // y [M, D] = (x - mean) rstd scale + bias per row; mean, rstd [M] kept for the
 // backward. Two-pass variance (mean first), in float32.
 ffi::Error LayerNormFwdImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> scale,
@@ -406,28 +406,22 @@ ffi::Error LayerNormFwdImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::
   const int64_t rows = dims[0], cols = dims[1];
   const float *x_data = x.typed_data(), *scale_data = scale.typed_data(), *bias_data = bias.typed_data();
   float *y_data = y->typed_data(), *mean_data = mean->typed_data(), *rstd_data = rstd->typed_data();
-  const int64_t workers = pool.num_threads() > 0 ? pool.num_threads() : 1;
-  const int64_t blocks = rows < 4 * workers ? (rows > 0 ? rows : 1) : 4 * workers;
-  const int64_t block = (rows + blocks - 1) / blocks;
-  ParallelFor(pool, blocks, [=](int64_t i) {
-    const int64_t end = (i + 1) * block < rows ? (i + 1) * block : rows;
-    for (int64_t r = i * block; r < end; ++r) {
-      const float* x_row = x_data + r * cols;
-      float* y_row = y_data + r * cols;
-      const float row_mean = RowSum(cols, [&](int64_t j, auto lanes) { return LoadN<decltype(lanes)>(x_row + j); }) / cols;
-      const float variance = RowSum(cols, [&](int64_t j, auto lanes) {
-                               const auto centred = LoadN<decltype(lanes)>(x_row + j) - row_mean;
-                               return centred * centred;
-                             }) / cols;
-      const float row_rstd = 1.0f / __builtin_sqrtf(variance + epsilon);
-      mean_data[r] = row_mean;
-      rstd_data[r] = row_rstd;
-      RowApply(cols, [&](int64_t j, auto lanes) {
-        using F = decltype(lanes);
-        StoreN<F>(y_row + j, (LoadN<F>(x_row + j) - row_mean) * row_rstd * LoadN<F>(scale_data + j) +
-                                 LoadN<F>(bias_data + j));
-      });
-    }
+  ForEachRow(pool, rows, [=](int64_t r) {
+    const float* x_row = x_data + r * cols;
+    float* y_row = y_data + r * cols;
+    const float row_mean = RowSum(cols, [&](int64_t j, auto lanes) { return LoadN<decltype(lanes)>(x_row + j); }) / cols;
+    const float variance = RowSum(cols, [&](int64_t j, auto lanes) {
+                             const auto centred = LoadN<decltype(lanes)>(x_row + j) - row_mean;
+                             return centred * centred;
+                           }) / cols;
+    const float row_rstd = 1.0f / __builtin_sqrtf(variance + epsilon);
+    mean_data[r] = row_mean;
+    rstd_data[r] = row_rstd;
+    RowApply(cols, [&](int64_t j, auto lanes) {
+      using F = decltype(lanes);
+      StoreN<F>(y_row + j, (LoadN<F>(x_row + j) - row_mean) * row_rstd * LoadN<F>(scale_data + j) +
+                               LoadN<F>(bias_data + j));
+    });
   });
   return ffi::Error::Success();
 }

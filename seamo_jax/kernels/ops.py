@@ -131,7 +131,6 @@ def _attention_bwd(residuals, dout):
 attention.defvjp(_attention_fwd, _attention_bwd)
 
 
-
 def _self_attention_fwd_call(qkv):
     batch, length, _, heads, head_dim = qkv.shape
     call = jax.ffi.ffi_call(
@@ -169,6 +168,7 @@ def _self_attention_bwd(residuals, dout):
 
 
 self_attention.defvjp(_self_attention_fwd, _self_attention_bwd)
+
 
 @jax.custom_vjp
 def bias_gelu(y: jax.Array, bias: jax.Array) -> jax.Array:
