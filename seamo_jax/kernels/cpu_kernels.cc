@@ -601,15 +601,23 @@ ffi::Error AttentionBwdImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::
   return ffi::Error::Success();
 }
 
+// The layout of self-attention on qkv [B, L, 3, H, Dh]: q, k, v rows 3 H Dh apart, out rows H Dh apart.
+ffi::Error PackedQkvLayout(const ffi::Buffer<ffi::F32>& qkv, AttentionLayout& at) {
+  auto dims = qkv.dimensions();
+  if (dims.size() != 5 || dims[2] != 3) return ffi::Error::InvalidArgument("seamo attention_qkv: qkv must be [B, L, 3, H, Dh]");
+  const int64_t head_row = dims[3] * dims[4];
+  at = AttentionLayout{dims[0], dims[1], dims[1], dims[3], dims[4], 3 * head_row, 3 * head_row, head_row};
+  return ffi::Error::Success();
+}
+
 // Self-attention on the packed projection qkv [B, L, 3, H, Dh] (q, k, v read
 // in place); out [B, L, H, Dh], probs [B, H, L, L].
 ffi::Error AttentionQkvFwdImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> qkv, ffi::ResultBuffer<ffi::F32> out,
                                ffi::ResultBuffer<ffi::F32> probs, float scale) {
   if (ffi::Error error = CheckBlas(); error.failure()) return error;
-  auto dims = qkv.dimensions();
-  if (dims.size() != 5 || dims[2] != 3) return ffi::Error::InvalidArgument("seamo attention_qkv: qkv must be [B, L, 3, H, Dh]");
-  const int64_t head_row = dims[3] * dims[4];
-  const AttentionLayout at{dims[0], dims[1], dims[1], dims[3], dims[4], 3 * head_row, 3 * head_row, head_row};
+  AttentionLayout at;
+  if (ffi::Error error = PackedQkvLayout(qkv, at); error.failure()) return error;
+  const int64_t head_row = at.heads * at.dim;  // q, k, v of one token sit head_row floats apart
   const float* base = qkv.typed_data();
   AttentionForward(pool, at, base, base + head_row, base + 2 * head_row, out->typed_data(), probs->typed_data(),
                    scale);
@@ -621,10 +629,9 @@ ffi::Error AttentionQkvBwdImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> qkv, 
                                ffi::Buffer<ffi::F32> probs, ffi::Buffer<ffi::F32> dout,
                                ffi::ResultBuffer<ffi::F32> dqkv, float scale) {
   if (ffi::Error error = CheckBlas(); error.failure()) return error;
-  auto dims = qkv.dimensions();
-  if (dims.size() != 5 || dims[2] != 3) return ffi::Error::InvalidArgument("seamo attention_qkv: qkv must be [B, L, 3, H, Dh]");
-  const int64_t head_row = dims[3] * dims[4];
-  const AttentionLayout at{dims[0], dims[1], dims[1], dims[3], dims[4], 3 * head_row, 3 * head_row, head_row};
+  AttentionLayout at;
+  if (ffi::Error error = PackedQkvLayout(qkv, at); error.failure()) return error;
+  const int64_t head_row = at.heads * at.dim;  // q, k, v of one token sit head_row floats apart
   const float* base = qkv.typed_data();
   float* grad = dqkv->typed_data();
   AttentionBackward(pool, at, base, base + head_row, base + 2 * head_row, out.typed_data(), probs.typed_data(),
