@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from experiments.demo_cpu import get_config  # noqa: E402
 from seamo_jax import sensors  # noqa: E402
-from seamo_jax.data import pipeline, testing  # noqa: E402
+from seamo_jax.data import crops, pipeline, testing  # noqa: E402
 
 
 def _config(args: argparse.Namespace):
@@ -44,6 +44,9 @@ def _config(args: argparse.Namespace):
     config.data.sensors = {"s2": "s2_l2a", "s1": "s1_grd"}
     config.data.seasons = args.seasons
     config.data.crop_size = args.crop
+    # The "overlap" reading (crop + normalise, no resize) as measured before; windows of a 224 crop in a 264
+    # tile overlap >= 0.675, and an unreachable range is an error (seamo_jax/data/crops.py).
+    config.data.overlap_range = (max(0.5, crops.min_feasible_overlap(args.tile, args.crop)), 1.0)
     config.data.batch_size = args.batch_size
     config.data.read_threads = args.read_threads
     config.model.patch_size = args.patch
@@ -71,7 +74,7 @@ def _write_records(args: argparse.Namespace, directory: str) -> tuple[object, li
 
 def pipeline_rate(config, source, workers: int, batches: int, warmup: int) -> float:
     """Samples/s of the full Grain pipeline after `warmup` batches (worker start-up excluded)."""
-    it = pipeline.make_train_iterator(config, source, process_index=0, process_count=1, seed=0,
+    it = pipeline.make_train_iterator(config, source, shard_index=0, shard_count=1, seed=0,
                                       worker_count=workers)
     for _ in range(warmup):
         next(it)

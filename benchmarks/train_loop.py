@@ -58,6 +58,7 @@ def build_config(args: argparse.Namespace):
     else:
         config.model.size, config.model.patch_size = args.model, 16
         config.data.crop_size, tile = 224, 264
+        config.data.overlap_range = (0.7, 1.0)  # 224-px windows of 264-px tiles overlap >= 0.675 (data/crops.py)
         config.model.decoder_dim, config.model.decoder_depth, config.model.decoder_heads = 512, 8, 16
         if args.cpu_settings:
             # The fastest CPU step (issue 4): fp32, no remat, unrolled layers. A
@@ -162,7 +163,7 @@ def main() -> None:
 if __name__ == "__main__":
     # Same host-malloc settings as the `seamo` command (seamo_jax/host_memory.py);
     # SEAMO_DEFAULT_MALLOC=1 measures with glibc's defaults instead.
-    from seamo_jax.host_memory import reexec_with_malloc_tunables
+    from seamo_jax.host_memory import reexec_for_cpu_run
 
-    reexec_with_malloc_tunables()
+    reexec_for_cpu_run()
     sys.exit(main())

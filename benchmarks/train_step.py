@@ -14,7 +14,10 @@ remat recompute not counted) / step time / peak:
                  conservative lower figure; the only one before session 2);
   mfu_cpu        the paired ratio on process CPU time instead of wall time.
 The process re-executes itself once with the host-malloc tunables of
-seamo_jax/host_memory.py, as the `seamo` command does (SEAMO_DEFAULT_MALLOC=1: off).
+seamo_jax/host_memory.py on a CPU run, as the `seamo` command does
+(SEAMO_DEFAULT_MALLOC=1: off). The CPU kernels are chosen as a training run
+chooses them: models.resolve_backend(model config, 1 device), from
+--cpu-kernels (= model.cpu_kernels) and --attention-impl (= model.attention_impl).
 
 Default = plain MAE ViT-S/16 at 224 px, batch 16, 1 season, S2 only with 3
 input channels (MAE's RGB setting, so numbers compare with PyTorch MAE; pass
@@ -24,7 +27,7 @@ layers unrolled (--scan: under nn.scan).
     python benchmarks/train_step.py                       # default
     python benchmarks/train_step.py --model tiny --img 32 --patch 8 --seasons 4 --modalities s2,s1 --fusion tm
     python benchmarks/train_step.py --remat full --steps 3
-    python benchmarks/train_step.py --cpu-kernels off     # XLA-only baseline of the same step
+    python benchmarks/train_step.py --cpu-kernels off     # XLA-only baseline of the same step (generic path)
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ import pathlib
 import resource
 import sys
 import time
+import types
 
 import numpy as np
 
@@ -46,10 +50,11 @@ sys.path.insert(0, str(REPO_ROOT))
 import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
+import ml_collections  # noqa: E402
 import optax  # noqa: E402
 
 from seamo_jax import kernels  # noqa: E402
-from seamo_jax.models import build_model, num_masked, random_mask, training_flops  # noqa: E402
+from seamo_jax.models import build_model_from_config, num_masked, random_mask, training_flops  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -62,6 +67,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--seasons", type=int, default=1)
     parser.add_argument("--modalities", default="s2")
     parser.add_argument("--fusion", default="none", choices=["tm", "none"])
+    parser.add_argument("--season-encoding", default="per_season", choices=["per_season", "joint"],
+                        help="per_season: each season its own encoder sequence (the paper); joint: one sequence")
     parser.add_argument("--num-fusion-blocks", type=int, default=1)
     parser.add_argument("--mask-ratio", type=float, default=0.75)
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
@@ -74,11 +81,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="layers under one nn.scan (model.scan_layers=True, the accelerator configs' layout); "
                              "default unrolled (model.scan_layers=False): on CPU with the malloc tunables it "
                              "measured 10-15%% faster, as it skips stacking every layer's residuals")
-    parser.add_argument("--attention-impl", default=None,
-                        help="None = head-major einsum; xla / cudnn = jax.nn.dot_product_attention")
-    parser.add_argument("--cpu-kernels", default="auto", choices=["auto", "off"],
-                        help="auto: the step's fp32 GEMMs and attention use seamo_jax/kernels on a single-device "
-                             "CPU run; off: XLA's own ops (the A/B baseline; same as SEAMO_CPU_KERNELS=0)")
+    parser.add_argument("--attention-impl", default="xla", choices=["xla", "cudnn", "pallas_tpu", "einsum"],
+                        help="model.attention_impl of the XLA path: xla / cudnn = jax.nn.dot_product_attention, "
+                             "pallas_tpu = Pallas TPU flash attention, einsum = head-major einsums")
+    parser.add_argument("--cpu-kernels", default="auto", choices=["auto", "on", "off"],
+                        help="model.cpu_kernels. auto: the step's fp32 GEMMs, attention, GELU and LayerNorm use "
+                             "seamo_jax/kernels on this single-device CPU run; on: the same, an error if "
+                             "impossible; off: XLA's own ops (the generic path, the A/B baseline)")
     parser.add_argument("--steps", type=int, default=5,
                         help="timed steps (after 2 warm-up steps; an untimed step separates each peak measurement "
                              "from the next timed step)")
@@ -87,7 +96,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def peak_matmuls() -> dict:
+def peak_matmuls(cpu_kernels: bool) -> dict:
     """The fp32 matmuls the peak may come from: XLA's jnp.dot, plus the kernels' OpenBLAS GEMM where
     they are on (the step's GEMMs then run there, so the peak must not come from a slower library)."""
     def donating(matmul):
@@ -96,7 +105,7 @@ def peak_matmuls() -> dict:
         return jax.jit(lambda a, b, out: matmul(a, b), donate_argnums=2)
 
     matmuls = {"xla_dot": donating(jnp.dot)}
-    if kernels.enabled(jnp.float32):
+    if cpu_kernels:
         matmuls["seamo_gemm"] = donating(kernels.gemm)
     return matmuls
 
@@ -146,19 +155,25 @@ def make_batch(model, batch_size: int, seasons: int, key: jax.Array) -> dict:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    if args.cpu_kernels == "off":
-        os.environ["SEAMO_CPU_KERNELS"] = "0"  # read by kernels.enabled when the step is traced
     modalities = tuple(args.modalities.split(","))
-    model_config = {
-        "size": args.model, "patch_size": args.patch, "fusion": args.fusion,
-        "num_fusion_blocks": args.num_fusion_blocks, "decoder_dim": args.decoder_dim,
-        "decoder_depth": args.decoder_depth, "decoder_heads": args.decoder_heads, "norm_pix_loss": True,
-        "dtype": args.dtype, "remat_policy": args.remat, "scan_layers": args.scan,
-        "attention_impl": args.attention_impl,
-    }
-    in_chans = {"s2": args.in_chans, "s1": 2}
-    model = build_model(model_config, modalities=modalities, in_chans=in_chans, num_seasons=args.seasons,
-                        image_size=args.img, mask_ratio=args.mask_ratio)
+    config = ml_collections.ConfigDict({
+        "data": {"modalities": modalities, "seasons": args.seasons, "crop_size": args.img,
+                 "sensors": {"s2": "s2_l1c", "s1": "s1_grd"}},
+        "mask": {"ratio": args.mask_ratio},
+        "model": {
+            "size": args.model, "patch_size": args.patch, "fusion": args.fusion, "num_seasons": 0,
+            "num_fusion_blocks": args.num_fusion_blocks, "decoder_dim": args.decoder_dim,
+            "decoder_depth": args.decoder_depth, "decoder_heads": args.decoder_heads, "norm_pix_loss": True,
+            "dtype": args.dtype, "remat_policy": args.remat, "scan_layers": args.scan,
+            "attention_impl": args.attention_impl, "cpu_kernels": args.cpu_kernels,
+            "season_encoding": args.season_encoding, "position_frame": "view", "tm_carry": "aux_queries",
+        },
+    })
+    # The benchmark's S2 has --in-chans bands (3 = the MAE/ImageNet comparison point), not a real sensor's.
+    band_counts = {"s2": types.SimpleNamespace(num_bands=args.in_chans), "s1": types.SimpleNamespace(num_bands=2)}
+    # One device: the step is a plain jit on the default device (no mesh).
+    model = build_model_from_config(config, band_counts, mesh=1)
+    backend = model.backend
     batch = make_batch(model, args.batch, args.seasons, jax.random.key(1))
     params = nn.meta.unbox(jax.jit(model.init)(jax.random.key(0), batch)["params"])
     optimizer = optax.adamw(1e-4, b1=0.9, b2=0.95, weight_decay=0.05)
@@ -174,7 +189,7 @@ def main(argv=None) -> dict:
     # right after large matmuls paid seconds of extra kernel (sys) time in its
     # XLA threads (e.g. 0.4 s -> 3-6 s; same page-fault count, no compaction
     # stalls), and the warm-up absorbs that.
-    matmuls = peak_matmuls()
+    matmuls = peak_matmuls(backend.cpu_kernels)
     _, _, peak_size, peak_matmul = measure_peak_flops([int(v) for v in args.peak_sizes.split(",")], matmuls)
     peak_operands: dict = {}
     compile_start = time.perf_counter()
@@ -221,7 +236,7 @@ def main(argv=None) -> dict:
         "warmup_s": round(warmup_s, 2),
         "loss": float(loss),
         "malloc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
-        "cpu_kernels": kernels.enabled(jnp.float32) and args.dtype == "float32",
+        "cpu_kernels": backend.cpu_kernels,
         "device": f"{jax.devices()[0].platform}:{jax.device_count()}x{os.cpu_count()}cpu",
         "config": vars(args),
     }
@@ -232,7 +247,7 @@ def main(argv=None) -> dict:
 if __name__ == "__main__":
     # Same host-malloc settings as the `seamo` command (seamo_jax/host_memory.py);
     # SEAMO_DEFAULT_MALLOC=1 measures with glibc's defaults instead.
-    from seamo_jax.host_memory import reexec_with_malloc_tunables
+    from seamo_jax.host_memory import reexec_for_cpu_run
 
-    reexec_with_malloc_tunables()
+    reexec_for_cpu_run()
     main()

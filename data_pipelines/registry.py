@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import shlex
 from typing import Any
 
 import tensorflow_datasets as tfds
@@ -87,13 +88,23 @@ def prepare(name: str, data_dir: str | os.PathLike, *, manual_dir: str | None = 
     builder.download_and_prepare(download_config=download_config)
 
 
+def build_command(name: str, data_dir: str | os.PathLike, **builder_kwargs: Any) -> str:
+    """The `seamo data build` command line that prepares exactly this dataset (shell-quoted)."""
+    words = ["seamo", "data", "build", "--builder", name, "--data-dir", os.fspath(data_dir)]
+    for key, value in sorted(builder_kwargs.items()):
+        words += ["--builder-arg", f"{key}={value}"]
+    if BUILDERS.get(name, "").split(":")[0] != "data_pipelines.synthetic_seasons.builder":
+        words += ["--manual-dir", "<folder of the downloaded release>"]
+    return shlex.join(words)
+
+
 def _prepared_builder(name: str, data_dir: str | os.PathLike, builder_kwargs: dict) -> tfds.core.DatasetBuilder:
     builder = get_builder(name, data_dir, **builder_kwargs)
     if not is_prepared(builder):
         raise DatasetNotPreparedError(
             f"dataset {name!r} ({builder.builder_config.name if builder.builder_config else 'default'}) is not "
-            f"prepared in {builder.data_path}; run data_pipelines.registry.prepare({name!r}, {os.fspath(data_dir)!r}, "
-            f"...) or `seamo data` first")
+            f"prepared in {builder.data_path}; build it once, on one machine, before training: "
+            f"{build_command(name, data_dir, **builder_kwargs)}")
     return builder
 
 

@@ -16,10 +16,12 @@ import ml_collections
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.seed = 0
+    config.init_from = ""                       # warm start: another run's workdir / checkpoints dir (local or URL)
 
     # ---- data (seamo_jax/data, data_pipelines/) ----
     config.data = ml_collections.ConfigDict()
     config.data.builder = "synthetic_seasons"   # TFDS builder name
+    config.data.manual_dir = ""                 # real builders: the downloaded release (`seamo data build`)
     config.data.data_dir = ""                   # "" = <workdir>/../tfds or $SEAMO_DATA_DIR
     config.data.split = "train"
     config.data.modalities = ("s2", "s1")       # order = modality axis of the batch mask
@@ -28,6 +30,10 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.data.season_subsample = False        # True: draw `seasons` of the record's seasons at random
     config.data.crop_size = 32                  # view size in pixels
     config.data.overlap_range = (0.5, 1.0)      # area overlap between views of different seasons
+    config.data.region_selection = "partial"    # same | partial (pairwise overlap in overlap_range) | disjoint (seamo_jax/data/crops.py)
+    config.data.region_reading = "overlap"      # overlap: equal crop_size windows | crop_area: CropMAE-style crops, area ratio in range, resized
+    config.data.fraction = 1.0                  # train on this fixed fraction of the records, in (0, 1]
+    config.data.fraction_seed = 0               # seeds the record subset of `fraction` (independent of shuffle_seed)
     config.data.flip = True                     # flips/rot90, identical for all views of a sample
     config.data.modality_dropout = 0.0
     config.data.batch_size = 64                 # global batch
@@ -45,28 +51,41 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     # ---- masking ----
     config.mask = ml_collections.ConfigDict()
     config.mask.ratio = 0.75
-    config.mask.shared_across_modalities = False  # True: S1 and S2 of a season share the mask
+    # True: S1 and S2 of a season share the mask. False (per-view independent masks, MAE convention): the
+    # paper's text we follow does not say the modalities share masks (docs/DESIGN.md).
+    config.mask.shared_across_modalities = False
 
     # ---- model (seamo_jax/models) ----
     config.model = ml_collections.ConfigDict()
     config.model.name = "seamo"
     config.model.size = "tiny"                  # tiny | vit_s16 | vit_b16 | vit_l16 | vit_h14
     config.model.patch_size = 8
+    config.model.num_seasons = 0                # season-embedding rows; 0 = data.seasons
     config.model.fusion = "tm"                  # tm | none
     config.model.num_fusion_blocks = 1
     config.model.decoder_dim = 64
     config.model.decoder_depth = 1
     config.model.decoder_heads = 4
     config.model.norm_pix_loss = True
+    config.model.season_encoding = "per_season"  # per_season (paper: one sequence per season, shared weights) | joint
+    # view (MAE's per-view table) | tile (from crop offsets); provisional: benchmarks/ablation.py will pick it.
+    config.model.position_frame = "view"
+    config.model.tm_carry = "aux_queries"       # aux_queries (paper Fig. 3) | mean_add
     config.model.dtype = "float32"              # compute dtype; params stay float32
     config.model.remat_policy = "none"          # none | full | dots_saveable | dots_with_no_batch_dims_saveable
     config.model.scan_layers = False            # unrolled: 5-20% faster steps on CPU (docs/session3_notes.md); checkpoints are layout-free
-    config.model.attention_impl = None          # None = auto (einsum on CPU, jax.nn.dot_product_attention elsewhere) | einsum | xla | cudnn
+    config.model.attention_impl = "xla"         # xla (jax.nn.dot_product_attention) | cudnn (GPU flash, bf16/fp16) | pallas_tpu | einsum
+    config.model.cpu_kernels = "auto"           # auto (on for 1-device fp32 CPU runs) | on | off: seamo_jax/kernels, models/backend.py
 
     # ---- parallelism (seamo_jax/parallel) ----
     config.mesh = ml_collections.ConfigDict()
     config.mesh.shape = (-1, 1, 1)              # over axes (data, fsdp, model); -1 = fill with remaining devices
     config.mesh.axes = ("data", "fsdp", "model")
+    config.mesh.dcn_shape = (1, 1, 1)           # slices per axis (multi-slice TPU / multi-node GPU); mesh = shape * dcn_shape
+    config.mesh.dcn_axes = ("data",)            # axes allowed > 1 in dcn_shape (fsdp / model stay inside a slice)
+    config.mesh.slice_granularity = "auto"      # what a slice is: auto (TPU: slice_index, else process) | slice | process
+    config.mesh.devices_per_slice = 0           # > 0: N consecutive devices form a slice (one process per GPU)
+    config.mesh.allow_split_physical_axes = False  # let mesh_utils split physical TPU axes to fit `shape`
     # logical axis -> mesh axes (MaxText style). None = replicated.
     config.sharding_rules = (
         ("batch", ("data", "fsdp")),

@@ -28,6 +28,7 @@ def probe_defaults(probe: ml_collections.ConfigDict) -> ml_collections.ConfigDic
     """Fills every probe key seamo_jax.evaluate.run_probe reads (documented here, defaults there)."""
     probe.data_dir = ""                      # "" = config.data.data_dir or $SEAMO_DATA_DIR
     probe.manual_dir = ""                    # real builders (eurosat_ms): where the raw files are
+    probe.build_dataset = False              # True: build the probe dataset if missing (one process; `seamo demo`)
     probe.num_test = None                    # None = the whole test split
     probe.label_fractions = (0.01, 0.1, 1.0)  # stratified label subsets, saved under <out>/splits
     probe.encoders = ("pretrained", "random_init", "band_stats")

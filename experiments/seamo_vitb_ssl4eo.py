@@ -2,11 +2,14 @@
 
 Reproduces SeaMo (Li et al., arXiv 2412.19237): Sentinel-1 GRD (VV, VH) +
 Sentinel-2 L1C (13 bands) over four seasons, 224-px non-aligned crops of
-264-px tiles (season-to-season overlap in [0.5, 1.0]), patch 16, mask ratio
+264-px tiles (crop area and season-to-season overlap in [0.5, 1.0],
+data.region_reading = "crop_area"), patch 16, mask ratio
 0.75, per-modality MAE decoders (512-d, 8 blocks), norm-pix MSE, S1 + S2
 losses summed. Training is progressive:
 
-  phase1: one season per sample (drawn at random), no TM fusion, 20 epochs.
+  phase1: one season per sample (drawn at random; its index travels as
+          batch key season_ids), no TM fusion, 20 epochs' worth of steps on
+          a fixed 25% of the locations (data.fraction = 0.25).
   phase2: all four seasons with the TM fusion cascade, 200 epochs,
           initialised from phase 1's checkpoint (`config.init_from`).
 
@@ -23,6 +26,29 @@ v4-32 at 40% MFU; phase 1 (1 season, ~2.4k steps) adds ~3%. Peak memory
 with bf16 compute, `dots_with_no_batch_dims_saveable` remat and batch 2048
 over 8 devices fits 80 GB per device; on 16 GB v5e chips use >= 64 chips or
 grad_accum_steps. Check your hardware with `seamo bench`.
+
+Where the paper leaves a detail open, the default follows (source in brackets):
+
+  model.season_encoding = "per_season"   [paper text] the visible S1 + S2 tokens
+      of ONE season form one encoder sequence ([cls] + M*V), seasons folded
+      into the batch through shared weights (SiamMAE-style); seasons meet only
+      in the TM fusion. "joint" (all seasons in one sequence) is the ablation.
+  model.position_frame = "view"          [MAE convention] fixed sin-cos table
+      per view from the token's grid index; "tile" measures positions in the
+      tile frame from the crop offsets. Provisional: benchmarks/ablation.py
+      (not yet written) picks the default.
+  model.tm_carry = "aux_queries"         [paper Fig. 3] the previous season's
+      fused tokens, through a Linear, join the current season's queries as
+      auxiliary tokens (models/fusion.py says how); "mean_add" adds their mean.
+      The fusion blocks' output projections start at zero [our choice, so
+      phase 2 starts from phase 1's function].
+  mask.ratio = 0.75, independent masks per view
+      (mask.shared_across_modalities = False) [MAE convention; the paper text
+      we follow does not say S1 and S2 share masks]; the masked count is
+      round(ratio*T) with halves up, one rule for data and model
+      (seamo_jax/mask_count.py).
+  data.modality_dropout = 0.0            [MAE convention: none]; when > 0 the
+      dropped views are not scored (batch key modality_dropped).
 
 `get_config(arg)`: "phase1" | "phase2" (default "phase2").
 """
@@ -53,6 +79,12 @@ def get_config(arg: str = "phase2") -> ml_collections.ConfigDict:
     config.data.season_subsample = phase1       # phase 1: one of the 4 seasons at random
     config.data.crop_size = 224
     config.data.overlap_range = (0.5, 1.0)
+    # crop_area: 224-px windows of 264-px tiles always overlap >= 0.675, so the paper's [0.5, 1.0] is read as
+    # the crop area relative to the tile (CropMAE-style crops resized to 224; crops.py); "overlap" needs >= 290-px tiles.
+    config.data.region_selection = "partial"    # same | partial | disjoint (paper Table 10: partial is best)
+    config.data.region_reading = "crop_area"    # overlap | crop_area
+    config.data.fraction = 0.25 if phase1 else 1.0  # phase 1: a fixed quarter of the locations
+    config.data.fraction_seed = 0               # seeds the record subset of `fraction`
     config.data.flip = True
     config.data.modality_dropout = 0.0
     config.data.batch_size = 2048
@@ -64,7 +96,7 @@ def get_config(arg: str = "phase2") -> ml_collections.ConfigDict:
     # ---- masking ----
     config.mask = ml_collections.ConfigDict()
     config.mask.ratio = 0.75
-    config.mask.shared_across_modalities = False
+    config.mask.shared_across_modalities = False  # independent masks per view (MAE convention; paper: not stated)
 
     # ---- model ----
     config.model = ml_collections.ConfigDict()
@@ -78,15 +110,24 @@ def get_config(arg: str = "phase2") -> ml_collections.ConfigDict:
     config.model.decoder_depth = 8
     config.model.decoder_heads = 16
     config.model.norm_pix_loss = True
+    config.model.season_encoding = "per_season"  # paper text: each season its own sequence (see docstring)
+    config.model.position_frame = "view"        # MAE convention; provisional until benchmarks/ablation.py picks it
+    config.model.tm_carry = "aux_queries"       # paper Fig. 3
     config.model.dtype = "bfloat16"
     config.model.remat_policy = "dots_with_no_batch_dims_saveable"
     config.model.scan_layers = True
-    config.model.attention_impl = None          # auto: jax.nn.dot_product_attention on GPU/TPU ("cudnn" = flash on GPUs)
+    config.model.attention_impl = "xla"         # jax.nn.dot_product_attention; "cudnn" = flash on GPUs, "pallas_tpu" = flash on TPUs
+    config.model.cpu_kernels = "auto"           # CPU kernels only on 1-device fp32 CPU runs (never with bf16): models/backend.py
 
     # ---- parallelism: data parallel with params/opt state sharded over fsdp ----
     config.mesh = ml_collections.ConfigDict()
     config.mesh.shape = (-1, 1, 1)
     config.mesh.axes = ("data", "fsdp", "model")
+    config.mesh.dcn_shape = (1, 1, 1)           # one slice; multi-slice: see experiments/seamo_vitl_pod.py
+    config.mesh.dcn_axes = ("data",)            # only `data` may span slices (DCN)
+    config.mesh.slice_granularity = "auto"      # auto: TPU slice_index, else one process = one slice
+    config.mesh.devices_per_slice = 0           # > 0: N consecutive devices form a slice (e.g. 8 GPUs of a node)
+    config.mesh.allow_split_physical_axes = False
     config.sharding_rules = (
         ("batch", ("data", "fsdp")),
         ("embed", "fsdp"),
@@ -123,7 +164,6 @@ def get_config(arg: str = "phase2") -> ml_collections.ConfigDict:
     config.train.progress_bar = True
     config.train.prefetch_batches = 2           # batches prepared + placed on device ahead, in a thread
     config.train.activation_constraints = True
-    config.train.preemption_sync_every = 10
 
     # ---- probe (seamo probe / evaluation) ----
     config.probe = ml_collections.ConfigDict()

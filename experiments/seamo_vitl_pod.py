@@ -19,6 +19,21 @@ environment). Expected cost (estimate): ~3.5x the ViT-B FLOPs per sample (~1.7e1
 64 samples with remat fit 16 GB HBM (v5e). Preemptible slices are fine:
 SIGTERM saves and exits; rerunning resumes from the newest checkpoint.
 
+Several slices (multi-slice over DCN, e.g. 2 x v5e-256 = 512 chips): keep
+`mesh.shape` as the layout INSIDE one slice and set how many slices each
+axis spans with `mesh.dcn_shape`; the mesh is shape * dcn_shape. Only `data`
+may span slices (`mesh.dcn_axes`), so params stay FSDP-sharded inside a
+slice (over ICI) and are replicated across slices, whose gradients are
+all-reduced over DCN once per step:
+
+    seamo pretrain --distributed --config experiments/seamo_vitl_pod.py --workdir gs://bucket/seamo_vitl \
+        --config.mesh.dcn_shape='(2, 1, 1)' --config.data.batch_size=8192
+
+gives mesh (data=2, fsdp=256, model=1): shape (1, -1, 1) fills one slice's
+256 chips. Slices are told apart by the devices' `slice_index` (TPU); on
+multi-node GPU one process is one slice, or set `mesh.devices_per_slice`
+(e.g. 8 with one process per GPU on 8-GPU nodes).
+
 `get_config(arg)`: "" (v5e-64 / v4-64 defaults) or "v4-32".
 """
 
@@ -45,7 +60,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.model.remat_policy = "dots_with_no_batch_dims_saveable"
 
     # Pure FSDP: one "fsdp" axis over all chips; batch split over (data, fsdp).
-    config.mesh.shape = (1, -1, 1)
+    config.mesh.shape = (1, -1, 1)              # inside one slice
+    config.mesh.dcn_shape = (1, 1, 1)           # slices per axis: (2, 1, 1) for 2 slices (docstring)
     config.sharding_rules = (
         ("batch", ("data", "fsdp")),
         ("embed", "fsdp"),
@@ -69,5 +85,4 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.train.checkpoint_compression = False  # zstd saves ~8% on fp32 state for ~5x write CPU
     config.train.log_every = 20
     config.train.recon_every = 1000
-    config.train.preemption_sync_every = 5
     return config

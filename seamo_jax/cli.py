@@ -31,15 +31,30 @@ def _split_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
 
 
 def _cmd_data(args: argparse.Namespace, overrides: list[str]) -> int:
+    """`seamo data build`: --builder with --builder-arg, or --config: the dataset that config trains on."""
     from data_pipelines import registry
+    from seamo_jax.configs import _parse_value
 
-    kwargs = {}
-    for item in args.builder_arg or []:
-        key, _, value = item.partition("=")
-        from seamo_jax.configs import _parse_value
-        kwargs[key] = _parse_value(value)
-    registry.prepare(args.builder, args.data_dir, manual_dir=args.manual_dir, num_workers=args.workers, **kwargs)
-    info = registry.builder_info(args.builder, args.data_dir, **kwargs)
+    if bool(args.builder) == bool(args.config):
+        raise SystemExit("seamo data build: error: give exactly one of --builder NAME or --config FILE")
+    if args.config:
+        from seamo_jax.configs import load_config
+        from seamo_jax.train.loop import builder_kwargs
+
+        config = load_config(args.config, overrides)
+        name, kwargs = config.data.builder, builder_kwargs(config.data)
+        data_dir = args.data_dir or config.data.data_dir
+        manual_dir = args.manual_dir or config.data.manual_dir or None
+        if not data_dir:
+            raise SystemExit("seamo data build: error: the config has no data.data_dir; pass --data-dir DIR "
+                             "(and train with --config.data.data_dir=DIR)")
+    else:
+        name, data_dir, manual_dir = args.builder, args.data_dir, args.manual_dir
+        kwargs = {key: _parse_value(value) for key, _, value in (a.partition("=") for a in args.builder_arg or [])}
+        if not data_dir:
+            raise SystemExit("seamo data build: error: --data-dir is required with --builder")
+    registry.prepare(name, data_dir, manual_dir=manual_dir, num_workers=args.workers, **kwargs)
+    info = registry.builder_info(name, data_dir, **kwargs)
     print(json.dumps(info, indent=2, default=str))
     return 0
 
@@ -67,9 +82,14 @@ def _cmd_pretrain(args: argparse.Namespace, overrides: list[str]) -> int:
     from seamo_jax.train.loop import NonFiniteLossError, run_pretraining
 
     _init_distributed(args)
+    from data_pipelines.registry import DatasetNotPreparedError
+
     config = load_config(args.config, overrides)
     try:
         summary = run_pretraining(config, args.workdir)
+    except DatasetNotPreparedError as error:
+        print(f"seamo pretrain: error: {error}", file=sys.stderr)
+        return 1
     except NonFiniteLossError as error:
         # A diverged run is an expected outcome whose message already names the
         # last good checkpoint and what to change: report it, no traceback.
@@ -83,9 +103,15 @@ def _cmd_probe(args: argparse.Namespace, overrides: list[str]) -> int:
     from seamo_jax.configs import load_config
     from seamo_jax.evaluate.probe import run_probe
 
+    from data_pipelines.registry import DatasetNotPreparedError
+
     config = load_config(args.config, overrides)
     out_dir = args.out or os.path.join(args.checkpoint or "runs/probe_random_init", "probe")
-    results = run_probe(config, args.checkpoint, out_dir)
+    try:
+        results = run_probe(config, args.checkpoint, out_dir)
+    except DatasetNotPreparedError as error:
+        print(f"seamo probe: error: {error}", file=sys.stderr)
+        return 1
     print(f"probe results written to {out_dir}/probe_results.json and probe_results.md")
     return 0 if results else 1
 
@@ -93,9 +119,10 @@ def _cmd_probe(args: argparse.Namespace, overrides: list[str]) -> int:
 def _cmd_export(args: argparse.Namespace, overrides: list[str]) -> int:
     from seamo_jax.export import export
 
-    written = export(args.checkpoint, args.out)
-    for path in written:
-        print(path)
+    card = export(args.checkpoint, args.out)
+    out = args.out.rstrip("/")
+    for name in [*card["files"].values(), "model_card.json"]:
+        print(f"{out}/{name}")
     return 0
 
 
@@ -112,8 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     data = sub.add_parser("data", help="build a dataset (TFDS builder -> ArrayRecord)")
     data.add_argument("action", choices=["build"])
-    data.add_argument("--builder", required=True, help="synthetic_seasons | eurosat_ms | ssl4eo_s12 | bigearthnet")
-    data.add_argument("--data-dir", required=True)
+    data.add_argument("--builder", default=None, help="synthetic_seasons | eurosat_ms | ssl4eo_s12 | bigearthnet")
+    data.add_argument("--config", default=None,
+                      help="experiments/<file>.py[:arg]: build the dataset this config trains on (with --config.* overrides)")
+    data.add_argument("--data-dir", default=None, help="TFDS data_dir (local; copy to a bucket afterwards, see README)")
     data.add_argument("--manual-dir", default=None, help="folder holding the downloaded release (real datasets)")
     data.add_argument("--workers", type=int, default=None, help="parallel writer processes")
     data.add_argument("--builder-arg", action="append", help="key=value passed to the builder, repeatable")
@@ -149,9 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     if argv is None:  # run as a command (not called from Python): tune malloc for XLA:CPU first
-        from seamo_jax.host_memory import reexec_with_malloc_tunables
+        from seamo_jax.host_memory import reexec_for_cpu_run
 
-        reexec_with_malloc_tunables()
+        reexec_for_cpu_run()
     argv = list(sys.argv[1:] if argv is None else argv)
     overrides, rest = _split_overrides(argv)
     args = build_parser().parse_args(rest)

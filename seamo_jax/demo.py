@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import json
 import os
-import pathlib
 import time
 from typing import Any, Sequence
 
 import ml_collections
 
 from seamo_jax.configs import apply_overrides, load_config
+from seamo_jax.paths import user_path
 
 ENCODER_TITLES = {"pretrained": "SeaMo pretrained", "random_init": "same encoder, random init",
                   "band_stats": "band mean/std baseline"}
@@ -42,6 +42,7 @@ def demo_probe_config(train_config: ml_collections.ConfigDict) -> ml_collections
                                       "seasons": tuple(range(int(train_config.probe.seasons)))},)
     probe_config.probe.label_fractions = (1.0,)
     probe_config.probe.data_dir = train_config.data.data_dir
+    probe_config.probe.build_dataset = True
     return probe_config
 
 
@@ -97,14 +98,14 @@ def run_demo(workdir: str | os.PathLike = "runs/demo", *, config_spec: str = "ex
     # Orbax/TFDS log read-only-manager notices at WARNING; the demo's own output is the report.
     absl_logging.set_verbosity(absl_logging.ERROR)
     wall_start = time.time()
-    workdir = pathlib.Path(workdir).absolute()
+    workdir = user_path(workdir)
     config = load_config(config_spec)
     config.data.data_dir = config.data.data_dir or str(workdir / "tfds")
     apply_overrides(config, overrides)
 
     print(f"[1/2] pretraining a {config.model.size} SeaMo ({'+'.join(config.data.modalities)}, "
           f"{config.data.seasons} seasons, fusion={config.model.fusion}) in {workdir / 'pretrain'}")
-    pretraining = run_pretraining(config, workdir / "pretrain")
+    pretraining = run_pretraining(config, workdir / "pretrain", build_dataset=True)  # one process: safe to build
     pretraining["batch_size"] = int(config.data.batch_size)
 
     print("[2/2] linear probe: pretrained vs random init vs band statistics")

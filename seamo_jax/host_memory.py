@@ -16,22 +16,29 @@ where glibc's defaults peak at 10 GB.
 
 glibc reads GLIBC_TUNABLES only when a process starts, so the `seamo` command
 and the benchmarks re-execute themselves once with the variable set
-(`reexec_with_malloc_tunables`). Set SEAMO_DEFAULT_MALLOC=1 to opt out;
-tunables you set yourself in GLIBC_TUNABLES win over these.
+(`reexec_for_cpu_run`), and only when the run will compute on the CPU
+(`likely_cpu_run`): on a GPU/TPU host XLA keeps a step's buffers in device
+memory, so the tunables buy nothing there and a re-exec would only cost a
+second interpreter start. Set SEAMO_DEFAULT_MALLOC=1 to opt out; tunables you
+set yourself in GLIBC_TUNABLES win over these.
 """
 
 from __future__ import annotations
 
+import glob
 import os
 import platform
 import sys
-from typing import Mapping
+from typing import Callable, Mapping, Sequence
 
 MALLOC_TUNABLES: tuple[tuple[str, str], ...] = (
     ("glibc.malloc.hugetlb", "1"),  # madvise(MADV_HUGEPAGE) on malloc's mmaps and heap
 )
 OPT_OUT_VARIABLE = "SEAMO_DEFAULT_MALLOC"
 _MARKER_VARIABLE = "SEAMO_MALLOC_TUNED"
+# Device nodes of the accelerators jax drives: NVIDIA GPUs, AMD GPUs (ROCm),
+# TPU v2-v4 (/dev/accel*) and TPU v5+ (numbered VFIO groups).
+ACCELERATOR_DEVICE_GLOBS = ("/dev/nvidia[0-9]*", "/dev/kfd", "/dev/accel[0-9]*", "/dev/vfio/[0-9]*")
 
 
 def merged_tunables(existing: str) -> str:
@@ -58,6 +65,33 @@ def tunables_to_apply(environ: Mapping[str, str], system: str | None = None,
     existing = environ.get("GLIBC_TUNABLES", "")
     merged = merged_tunables(existing)
     return None if merged == existing else merged
+
+
+def likely_cpu_run(environ: Mapping[str, str], device_globs: Sequence[str] = ACCELERATOR_DEVICE_GLOBS,
+                   glob_fn: Callable[[str], list] = glob.glob) -> bool:
+    """Whether jax will compute on the CPU here, decided WITHOUT initialising a jax backend.
+
+    This must run before jax starts (glibc reads the tunables only at exec),
+    so it cannot ask jax.devices(): that would start the backends (and grab
+    GPU memory / the TPU) in a process about to be replaced. Instead:
+    JAX_PLATFORMS (or the older JAX_PLATFORM_NAME), if set, names the
+    platforms in priority order, and the first one decides; unset, jax picks
+    an accelerator when one is present, so the run is on the CPU iff no
+    accelerator device node exists. (A host with an accelerator but without
+    jax's plugin for it is counted as an accelerator host: it misses the
+    tunables, a speed loss only; JAX_PLATFORMS=cpu fixes that.)
+    """
+    platforms = environ.get("JAX_PLATFORMS", "") or environ.get("JAX_PLATFORM_NAME", "")
+    first = next((name.strip().lower() for name in platforms.split(",") if name.strip()), "")
+    if first:
+        return first == "cpu"
+    return not any(glob_fn(pattern) for pattern in device_globs)
+
+
+def reexec_for_cpu_run() -> None:
+    """`reexec_with_malloc_tunables` if this run will compute on the CPU (`likely_cpu_run`), else nothing."""
+    if likely_cpu_run(os.environ):
+        reexec_with_malloc_tunables()
 
 
 def reexec_with_malloc_tunables() -> None:

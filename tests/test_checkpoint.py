@@ -130,7 +130,8 @@ def test_keep_last_k_and_best(tmp_path):
 def test_load_params_reads_params_config_and_sensors(tmp_path):
     state, _, _, _ = build_state((2, 2, 2))
     config = ml_collections.ConfigDict({"seed": 7, "data": {"modalities": ("s2", "s1"),
-                                                            "sensors": {"s2": "s2_l1c", "s1": "s1_grd"}}})
+                                                            "sensors": {"s2": "s2_l1c", "s1": "s1_grd"}},
+                                        "model": {"scan_layers": True}})
     specs = ckpt_lib.sensor_specs_from_config(config.data)
     ckpt_lib.write_run_metadata(tmp_path, config, specs)
     ckpt = ckpt_lib.Checkpointer(tmp_path / ckpt_lib.CHECKPOINT_SUBDIR, save_every=1)
@@ -139,7 +140,7 @@ def test_load_params_reads_params_config_and_sensors(tmp_path):
     for where in (tmp_path, tmp_path / "checkpoints"):
         params, loaded_config, loaded_specs = ckpt_lib.load_params(where)
         assert_bitwise_equal(state.params, params)
-        assert loaded_config.seed == 7
+        assert loaded_config.seed == 7 and loaded_config.data.modalities == ("s2", "s1")  # tuples, as written
         assert loaded_specs["s2"] == sensors.S2_L1C and loaded_specs["s1"] == sensors.S1_GRD
     assert json.loads((tmp_path / "sensors.json").read_text())["s2"]["name"] == "s2_l1c"
 

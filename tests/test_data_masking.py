@@ -20,6 +20,17 @@ def test_num_masked_rounds_half_up_and_checks():
         masking.num_tokens(30, 8)
 
 
+def test_count_rule_is_the_shared_one():
+    """seamo_jax/mask_count.py: one rule for data and model (T = 49 at 0.5 used to give 25 here, 24 there)."""
+    from seamo_jax import mask_count
+
+    assert masking.num_masked(49, 0.5) == mask_count.num_masked(49, 0.5) == 25
+    assert masking.random_token_masks(np.random.default_rng(0), 2, 2, 49, 0.5).sum(-1).tolist() == [[25, 25]] * 2
+    assert mask_count.num_masked(45, 0.7) == 32  # 0.7 * 45 = 31.499999999999996 in floating point
+    with pytest.raises(ValueError):
+        mask_count.num_masked(10, 1.5)
+
+
 def test_shared_and_independent_masks():
     rng = np.random.default_rng(0)
     shared = masking.random_token_masks(rng, 4, 2, 64, 0.75, shared_across_modalities=True)

@@ -13,6 +13,7 @@ from seamo_jax.data import pipeline, testing
 def _config(batch_size=8):
     config = get_config("fast")
     config.data.batch_size = batch_size
+    config.data.overlap_range = (0.6, 1.0)  # two 32-px windows of the 40-px test tiles overlap >= 0.5625
     return config
 
 
@@ -36,9 +37,11 @@ def _assert_equal_batches(a, b):
 
 def test_batch_contract():
     config = _config()
-    batch = next(pipeline.make_train_iterator(config, testing.make_records(16), process_index=0, process_count=1,
+    batch = next(pipeline.make_train_iterator(config, testing.make_records(16), shard_index=0, shard_count=1,
                                               seed=0))
-    assert set(batch) == {"views", "offsets", "mask"}
+    assert set(batch) == {"views", "offsets", "mask", "season_ids"}
+    np.testing.assert_array_equal(batch["season_ids"], np.tile(np.arange(4, dtype=np.int32), (8, 1)))
+    assert batch["season_ids"].dtype == np.int32
     assert batch["views"]["s2"].shape == (8, 4, 32, 32, 13) and batch["views"]["s2"].dtype == np.float32
     assert batch["views"]["s1"].shape == (8, 4, 32, 32, 2) and batch["views"]["s1"].dtype == np.float32
     assert batch["offsets"].shape == (8, 4, 2) and batch["offsets"].dtype == np.int32
@@ -52,7 +55,7 @@ def test_batch_contract():
 def test_modality_dropout_adds_flags():
     config = _config()
     config.data.modality_dropout = 1.0
-    batch = next(pipeline.make_train_iterator(config, testing.make_records(16), process_index=0, process_count=1,
+    batch = next(pipeline.make_train_iterator(config, testing.make_records(16), shard_index=0, shard_count=1,
                                               seed=0))
     assert batch["modality_dropped"].shape == (8, 2) and (batch["modality_dropped"].sum(1) == 1).all()
     for i, m in enumerate(("s2", "s1")):
@@ -61,7 +64,7 @@ def test_modality_dropout_adds_flags():
 
 def test_deterministic_by_seed():
     recs = testing.make_records(16)
-    make = lambda seed: pipeline.make_train_iterator(_config(), recs, process_index=0, process_count=1, seed=seed)
+    make = lambda seed: pipeline.make_train_iterator(_config(), recs, shard_index=0, shard_count=1, seed=seed)
     a, b, c = make(0), make(0), make(1)
     for _ in range(3):
         batch_a, batch_b, batch_c = next(a), next(b), next(c)
@@ -70,7 +73,7 @@ def test_deterministic_by_seed():
 
 
 def test_epochs_are_reshuffled_permutations():
-    it = pipeline.make_train_iterator(_config(batch_size=4), _id_records(16), process_index=0, process_count=1,
+    it = pipeline.make_train_iterator(_config(batch_size=4), _id_records(16), shard_index=0, shard_count=1,
                                       seed=0)
     epoch1 = sum((_ids(next(it)) for _ in range(4)), [])
     epoch2 = sum((_ids(next(it)) for _ in range(4)), [])
@@ -95,7 +98,7 @@ def test_each_process_reads_only_its_shard():
     seen = []
     for process in range(2):
         source = _RecordingSource(recs)
-        it = pipeline.make_train_iterator(_config(batch_size=8), source, process_index=process, process_count=2,
+        it = pipeline.make_train_iterator(_config(batch_size=8), source, shard_index=process, shard_count=2,
                                           seed=0)
         ids = sum((_ids(next(it)) for _ in range(4)), [])  # local batch 4 -> 2 epochs
         assert source.read <= set(range(process * 8, process * 8 + 8))
@@ -109,12 +112,12 @@ def test_resume_from_state_is_bitwise_identical(workers):
     config = _config()
     config.data.worker_count = workers
     recs = testing.make_records(24, tile_size=40)
-    it = pipeline.make_train_iterator(config, recs, process_index=0, process_count=1, seed=3)
+    it = pipeline.make_train_iterator(config, recs, shard_index=0, shard_count=1, seed=3)
     for _ in range(3):  # crosses the first epoch boundary (24 records / 8)
         next(it)
     state = it.get_state()
     expected = [next(it) for _ in range(3)]
-    restored = pipeline.make_train_iterator(config, recs, process_index=0, process_count=1, seed=3)
+    restored = pipeline.make_train_iterator(config, recs, shard_index=0, shard_count=1, seed=3)
     restored.set_state(state)
     for want in expected:
         _assert_equal_batches(next(restored), want)
@@ -126,12 +129,12 @@ def test_resume_from_state_is_bitwise_identical(workers):
 def test_orbax_composite_round_trip(tmp_path):
     config = _config()
     recs = testing.make_records(24, tile_size=40)
-    it = pipeline.make_train_iterator(config, recs, process_index=0, process_count=1, seed=0)
+    it = pipeline.make_train_iterator(config, recs, shard_index=0, shard_count=1, seed=0)
     next(it), next(it)
     checkpointer = ocp.Checkpointer(ocp.CompositeCheckpointHandler())
     checkpointer.save(tmp_path / "ckpt", args=ocp.args.Composite(data=grain.checkpoint.CheckpointSave(it)))
     expected = [next(it) for _ in range(3)]
-    restored = pipeline.make_train_iterator(config, recs, process_index=0, process_count=1, seed=0)
+    restored = pipeline.make_train_iterator(config, recs, shard_index=0, shard_count=1, seed=0)
     out = checkpointer.restore(tmp_path / "ckpt", args=ocp.args.Composite(
         data=grain.checkpoint.CheckpointRestore(restored)))
     for want in expected:
@@ -141,9 +144,9 @@ def test_orbax_composite_round_trip(tmp_path):
 def test_array_record_on_disk(tmp_path):
     recs = testing.make_records(12, tile_size=40)
     paths = testing.write_array_record_shards(str(tmp_path), recs, num_shards=3)
-    on_disk = pipeline.make_train_iterator(_config(), testing.ArrayRecordSource(paths), process_index=0,
-                                           process_count=1, seed=0)
-    in_memory = pipeline.make_train_iterator(_config(), recs, process_index=0, process_count=1, seed=0)
+    on_disk = pipeline.make_train_iterator(_config(), testing.ArrayRecordSource(paths), shard_index=0,
+                                           shard_count=1, seed=0)
+    in_memory = pipeline.make_train_iterator(_config(), recs, shard_index=0, shard_count=1, seed=0)
     _assert_equal_batches(next(on_disk), next(in_memory))
 
 

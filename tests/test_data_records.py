@@ -41,7 +41,7 @@ def _source_with_bad(num=32, bad=(3, 17)):
 
 def test_bad_record_raises_naming_index():
     config = get_config("fast")
-    it = pipeline.make_train_iterator(config, _source_with_bad(), process_index=0, process_count=1, seed=0)
+    it = pipeline.make_train_iterator(config, _source_with_bad(), shard_index=0, shard_count=1, seed=0)
     with pytest.raises(BadRecordError, match=r"record '(3|17) location loc(3|17)'"):
         for _ in range(4):
             next(it)
@@ -50,12 +50,12 @@ def test_bad_record_raises_naming_index():
 def test_skip_bad_records_counts_and_checkpoints_the_count():
     config = get_config("fast")
     config.data.skip_bad_records = True
-    it = pipeline.make_train_iterator(config, _source_with_bad(), process_index=0, process_count=1, seed=0)
+    it = pipeline.make_train_iterator(config, _source_with_bad(), shard_index=0, shard_count=1, seed=0)
     batches = [next(it) for _ in range(4)]  # 64 good samples = 2 epochs of 30 good + 4
     assert it.bad_records_skipped >= 4
     assert it.get_state()["bad_records_skipped"] == it.bad_records_skipped
     for batch in batches:
-        assert set(batch) == {"views", "offsets", "mask"}
+        assert set(batch) == {"views", "offsets", "mask", "season_ids"}
         assert all(np.isfinite(v).all() for v in batch["views"].values())
 
 

@@ -73,6 +73,9 @@ def test_run_probe_random_init_and_band_stats_deterministic(tmp_path):
 
 
 def _write_checkpoint(workdir: pathlib.Path, config, specs) -> None:
+    """A checkpoint whose params fit `specs` (e.g. 12 L2A bands) and whose sensors.json says so."""
+    config = configs.config_from_json(configs.config_to_json(config))
+    config.data.sensors = {m: spec.name for m, spec in specs.items()}
     source = encoders.load_encoder_source(config, None)
     params = encoders.random_init(source, seed=42)["params"]
     checkpoint_lib.write_run_metadata(workdir, config, specs)
@@ -127,3 +130,14 @@ def test_export_from_checkpoint_dir(tmp_path):
     assert timm["cls_token"].shape == (1, 1, dim)
     assert timm["patch_embed.proj.weight"].shape[:2] == (dim, sensors.S2_L1C.num_bands)
     assert "blocks.0.attn.qkv.weight" in timm
+
+
+def test_checkpoint_of_another_architecture_is_a_clear_error(tmp_path):
+    config = _config(tmp_path)
+    _write_checkpoint(tmp_path / "run", config, {"s2": sensors.S2_L1C, "s1": sensors.S1_GRD})
+    written = json.loads((tmp_path / "run" / "config.json").read_text())
+    written["model"]["patch_size"] = written["model"]["patch_size"] // 2  # config.json no longer matches the params
+    (tmp_path / "run" / "config.json").write_text(json.dumps(written))
+    (tmp_path / "run" / "checkpoints" / "config.json").write_text(json.dumps(written))
+    with pytest.raises(ValueError, match=r"encoder params of .*\['patch_embed_s\d'\]\['kernel'\] has shape"):
+        encoders.load_encoder_source(config, str(tmp_path / "run"))

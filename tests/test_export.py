@@ -24,7 +24,7 @@ def _config(modalities=("s2", "s1"), seasons=4, fusion="tm", scan=True) -> ml_co
         sensors={"s2": "s2_l1c", "s1": "s1_grd"}, overlap_range=(0.5, 1.0)))
     config.model = ml_collections.ConfigDict(dict(
         size="tiny", patch_size=PATCH, fusion=fusion, num_fusion_blocks=1, decoder_dim=16, decoder_depth=1,
-        decoder_heads=2, scan_layers=scan))
+        decoder_heads=2, scan_layers=scan, num_seasons=0))
     config.mask = ml_collections.ConfigDict(dict(ratio=0.75))
     return config
 

@@ -2,7 +2,8 @@
 
 The kernels are compiled on first use; where that is impossible here (no
 compiler, no bundled OpenBLAS) the kernel tests skip with the reason and the
-fallback test still runs.
+fallback test still runs. The model uses them only with a Backend that has
+cpu_kernels=True (models/backend.py); here it is set explicitly.
 """
 
 import os
@@ -16,7 +17,7 @@ import pytest
 from experiments.demo_cpu import get_config
 from seamo_jax import kernels
 from seamo_jax.kernels import build
-from seamo_jax.models import build_model, example_batch, layers
+from seamo_jax.models import Backend, build_model, example_batch, layers, resolve_backend
 
 needs_kernels = pytest.mark.skipif(build.load() is None, reason=f"CPU kernels unavailable: {build.load_error()}")
 
@@ -189,22 +190,22 @@ def test_layer_norm_matches_flax(rows, cols, offset):
 
 
 @needs_kernels
-def test_enabled_only_for_unpartitioned_float32_cpu(monkeypatch):
-    assert kernels.enabled(jnp.float32)
-    assert not kernels.enabled(jnp.bfloat16)
-    mesh = jax.make_mesh((8,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
-    with jax.set_mesh(mesh):
-        assert not kernels.enabled(jnp.float32)  # an FFI call has no sharding rule
+def test_auto_turns_kernels_on_only_for_single_device_float32_cpu():
+    model = get_config().model
+    assert resolve_backend(model, 1) == Backend("xla", cpu_kernels=True)
     one_device = jax.make_mesh((1,), ("data",), axis_types=(jax.sharding.AxisType.Auto,), devices=jax.devices()[:1])
-    with jax.set_mesh(one_device):
-        assert kernels.enabled(jnp.float32)
-    monkeypatch.setenv("SEAMO_CPU_KERNELS", "0")
-    assert not kernels.enabled(jnp.float32)
+    assert resolve_backend(model, one_device).cpu_kernels
+    mesh = jax.make_mesh((8,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+    assert resolve_backend(model, mesh) == Backend("xla")  # an FFI call has no sharding rule
+    assert not resolve_backend({**model, "dtype": "bfloat16"}, 1).cpu_kernels
+    assert not resolve_backend(model, 1, platform="gpu").cpu_kernels
+    assert not resolve_backend({**model, "cpu_kernels": "off"}, 1).cpu_kernels
+    assert resolve_backend({**model, "cpu_kernels": "on"}, 1).cpu_kernels
 
 
-def _tiny_seamo():
+def _tiny_seamo(backend: Backend = Backend()):
     model = build_model(get_config().model, modalities=("s2", "s1"), in_chans={"s2": 13, "s1": 2},
-                        num_seasons=2, image_size=32)
+                        num_seasons=2, image_size=32, backend=backend)
     rng = np.random.default_rng(0)
     batch = example_batch(model, 4)
     batch["views"] = {m: _normal(rng, v.shape) for m, v in batch["views"].items()}
@@ -213,22 +214,24 @@ def _tiny_seamo():
 
 
 def _loss_and_grads(model, batch, variables):
-    # A fresh jit per call: kernels.enabled is read while tracing.
     return jax.jit(jax.value_and_grad(lambda v: model.apply(v, batch)[0]))(variables)
 
 
 @needs_kernels
-def test_seamo_loss_and_grads_same_with_and_without_kernels(monkeypatch):
+def test_seamo_loss_and_grads_same_with_and_without_kernels():
     """The whole tiny SeaMo (encoder, TM fusion cross-attention, decoders) through the kernels = through XLA."""
-    model, batch, variables = _tiny_seamo()
+    model, batch, variables = _tiny_seamo(Backend(cpu_kernels=True))
+    generic, _, generic_variables = _tiny_seamo()
+    # Same param tree (names, shapes, logical axes): checkpoints do not depend on the backend.
+    assert jax.tree.structure(variables) == jax.tree.structure(generic_variables)
+    assert jax.tree.map(jnp.shape, variables) == jax.tree.map(jnp.shape, generic_variables)
     lowered = jax.jit(lambda v: model.apply(v, batch)[0]).lower(variables).as_text()
     for target in ("seamo_gemm", "seamo_attention_fwd", "seamo_attention_qkv_fwd", "seamo_bias_gelu_fwd",
                    "seamo_layer_norm_fwd"):
         assert target in lowered
     loss, grads = _loss_and_grads(model, batch, variables)
-    monkeypatch.setenv("SEAMO_CPU_KERNELS", "0")
-    assert "seamo_" not in jax.jit(lambda v: model.apply(v, batch)[0]).lower(variables).as_text()
-    ref_loss, ref_grads = _loss_and_grads(model, batch, variables)
+    assert "seamo_" not in jax.jit(lambda v: generic.apply(v, batch)[0]).lower(variables).as_text()
+    ref_loss, ref_grads = _loss_and_grads(generic, batch, variables)
     np.testing.assert_allclose(float(loss), float(ref_loss), rtol=1e-5)
     flat, ref_flat = jax.tree.leaves(nn.meta.unbox(grads)), jax.tree.leaves(nn.meta.unbox(ref_grads))
     assert len(flat) == len(ref_flat) > 50
@@ -238,20 +241,26 @@ def test_seamo_loss_and_grads_same_with_and_without_kernels(monkeypatch):
 
 
 def test_partitioned_step_does_not_call_kernels():
-    """Under a multi-device mesh the model lowers to XLA ops only (sharded, no gathered FFI operands)."""
-    model, batch, variables = _tiny_seamo()
-    rules = get_config().sharding_rules
+    """The backend resolved for a multi-device mesh lowers to XLA ops only (sharded, no gathered FFI operands)."""
+    config = get_config()
     mesh = jax.make_mesh((2, 2, 2), ("data", "fsdp", "model"), axis_types=(jax.sharding.AxisType.Auto,) * 3)
-    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    backend = resolve_backend(config.model, mesh)
+    assert backend == Backend("xla")
+    model, batch, variables = _tiny_seamo(backend)
+    with jax.set_mesh(mesh), nn.logical_axis_rules(config.sharding_rules):
         text = jax.jit(lambda v: model.apply(v, batch)[0]).lower(variables).as_text()
     assert "seamo_" not in text and "dot_general" in text
 
 
 def test_unavailable_kernels_fall_back_with_a_warning(monkeypatch):
     monkeypatch.setattr(build, "_state", {"library": None, "error": "FileNotFoundError: no C++ compiler found"})
-    monkeypatch.setattr(kernels.ops, "_warned", False)
+    model = get_config().model
     with pytest.warns(RuntimeWarning, match="no C\\+\\+ compiler"):
-        assert not kernels.enabled(jnp.float32)
+        assert resolve_backend(model, 1) == Backend("xla")
+    with pytest.raises(RuntimeError, match="no C\\+\\+ compiler"):
+        resolve_backend({**model, "cpu_kernels": "on"}, 1)
+    with pytest.raises(RuntimeError, match="unavailable"):  # a direct call never lowers to an unregistered target
+        kernels.gemm(jnp.ones((4, 3)), jnp.ones((3, 2)))
     x = jnp.ones((4, 3))
     dense = layers.DenseND((2,), 1, ("embed", "mlp"), ("mlp",))
     params = dense.init(jax.random.key(0), x)

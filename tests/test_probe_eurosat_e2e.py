@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import pathlib
 
+import pytest
+
 from data_pipelines import registry
 from seamo_jax import configs
 from seamo_jax.evaluate import probe
@@ -40,9 +42,13 @@ def _config(tmp_path: pathlib.Path):
 def test_run_probe_on_generated_eurosat_geotiffs(tmp_path):
     written = fx.write_eurosat_ms(str(tmp_path / "raw"), per_class=PER_CLASS)
     config = _config(tmp_path)
+    # `seamo probe` only opens a prepared dataset; the error is the build command.
+    with pytest.raises(registry.DatasetNotPreparedError, match="seamo data build --builder eurosat_ms --data-dir"):
+        probe.run_probe(config, None, str(tmp_path / "out"))
+    registry.prepare("eurosat_ms", str(tmp_path / "tfds"), manual_dir=str(tmp_path / "raw"), num_workers=1)
     results = probe.run_probe(config, None, str(tmp_path / "out"))
 
-    # The registry built the dataset from the GeoTIFFs, in the probe's data_dir.
+    # The dataset was built from the GeoTIFFs, in the probe's data_dir.
     assert (tmp_path / "tfds" / "eurosat_ms" / "1.0.0" / "dataset_info.json").exists()
     saved = json.loads((tmp_path / "out" / "probe_results.json").read_text())
     assert saved == json.loads(json.dumps(results, default=str))

@@ -51,16 +51,31 @@ def test_progressive_phases():
         load("seamo_vitb_ssl4eo", "phase3")
 
 
-def test_warm_start_copies_matching_leaves_only():
-    mesh = jax.make_mesh((len(jax.devices()),), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+def test_warm_start_restores_matching_leaves_into_target_shardings(tmp_path):
+    from seamo_jax.train import checkpoint as ckpt_lib
+
+    mesh = jax.make_mesh((len(jax.devices()),), ("fsdp",), axis_types=(jax.sharding.AxisType.Auto,))
     rep = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-    fresh = {"encoder": {"w": jnp.zeros((4, 4)), "season_embed": jnp.zeros((4, 8))}, "fusion": {"w": jnp.zeros(3)}}
-    pretrained = {"encoder": {"w": jnp.ones((4, 4)), "season_embed": jnp.ones((1, 8))}, "old_head": jnp.ones(2)}
+    split = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("fsdp"))
+    rng = np.random.default_rng(0)
+    stacked = rng.normal(size=(2, 8, 4)).astype(np.float32)  # 2 scanned blocks
+    pretrained = {"encoder": {"w": rng.normal(size=(8, 4)).astype(np.float32), "season_embed": np.ones((1, 8)),
+                              "blocks": {"k": stacked}}, "old_head": np.ones(2)}
+    saver = ckpt_lib.Checkpointer(tmp_path / "checkpoints", save_every=1, async_save=False)
+    saver.save(1, {"params": pretrained, "step": np.int32(1)})
+    saver.close()
+    # The new model: unrolled blocks, a bigger season table, a fusion subtree; "w" sharded over fsdp.
+    fresh = {"encoder": {"w": jnp.zeros((8, 4)), "season_embed": jnp.zeros((4, 8)),
+                         "blocks_0": {"k": jnp.zeros((8, 4))}, "blocks_1": {"k": jnp.zeros((8, 4))}},
+             "fusion": {"w": jnp.zeros(3)}}
     shardings = jax.tree.map(lambda _: rep, fresh)
-    params, report = warm_start_params(fresh, pretrained, shardings)
-    np.testing.assert_array_equal(np.asarray(params["encoder"]["w"]), np.ones((4, 4)))
+    shardings["encoder"]["w"] = shardings["encoder"]["blocks_1"]["k"] = split
+    fresh = jax.device_put(fresh, shardings)
+    params, report = warm_start_params(fresh, tmp_path, shardings)
+    np.testing.assert_array_equal(np.asarray(params["encoder"]["w"]), pretrained["encoder"]["w"])
+    np.testing.assert_array_equal(np.asarray(params["encoder"]["blocks_1"]["k"]), stacked[1])
     np.testing.assert_array_equal(np.asarray(params["encoder"]["season_embed"]), np.zeros((4, 8)))
-    assert params["encoder"]["w"].sharding == rep
-    assert report["copied"] == ["['encoder']['w']"]
-    assert sorted(report["fresh"]) == ["['encoder']['season_embed']", "['fusion']['w']"]
+    assert jax.tree.map(lambda a: a.sharding, params) == shardings
+    assert report["copied"] == ["['encoder']['blocks_0']['k']", "['encoder']['blocks_1']['k']", "['encoder']['w']"]
+    assert report["fresh"] == ["['encoder']['season_embed']", "['fusion']['w']"]
     assert report["unused"] == ["['encoder']['season_embed']", "['old_head']"]

@@ -8,6 +8,7 @@ dataset.
 
     python tests/test_train_helpers.py WORKDIR --steps 40 [--slow-after-reads N]
         [--devices 8] [--mesh 2,2,2] [--process-id I --num-processes P --port PORT]
+        [--seasons 2] [--fusion tm] [--init-from DIR --save-init-only] [--replicate-heads]
 """
 
 from __future__ import annotations
@@ -91,6 +92,27 @@ def worker_env(devices: int, cache_dir: str | None = None) -> dict[str, str]:
     return env
 
 
+def first_batch_digest(config: ml_collections.ConfigDict, source) -> str:
+    """sha256 of the first batch this process loads, through the loop's own sharding and pipeline."""
+    import hashlib
+
+    import jax
+    import numpy as np
+
+    from seamo_jax import parallel
+    from seamo_jax.data import global_batch, pipeline
+
+    mesh = parallel.make_mesh(config.mesh)
+    sharding = parallel.batch_sharding(mesh, parallel.batch_mesh_axes(parallel.logical_rules(config.sharding_rules,
+                                                                                             mesh)))
+    shard = global_batch.loader_shard(sharding)
+    batch = next(pipeline.make_train_iterator(config, source, shard_index=shard.index, shard_count=shard.count))
+    digest = hashlib.sha256()
+    for leaf in jax.tree.leaves(batch):
+        digest.update(np.ascontiguousarray(leaf).tobytes())
+    return digest.hexdigest()
+
+
 def _main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("workdir")
@@ -103,6 +125,13 @@ def _main() -> None:
     parser.add_argument("--process-id", type=int, default=0)
     parser.add_argument("--num-processes", type=int, default=1)
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--seasons", type=int, default=2)
+    parser.add_argument("--fusion", default="tm")
+    parser.add_argument("--init-from", default="")
+    parser.add_argument("--save-init-only", action="store_true",
+                        help="build the (warm-started) state, save it as step 0 and stop")
+    parser.add_argument("--replicate-heads", action="store_true",
+                        help="rules keep attention heads unsharded, so a model axis of 8 fits the tiny model")
     args = parser.parse_args()
 
     import jax
@@ -113,13 +142,25 @@ def _main() -> None:
     from seamo_jax.train.loop import run_pretraining
 
     config = tiny_config(num_steps=args.steps, mesh_shape=tuple(int(v) for v in args.mesh.split(",")),
-                         batch_size=args.batch_size)
+                         batch_size=args.batch_size, seasons=args.seasons)
+    config.model.fusion = args.fusion
+    config.init_from = args.init_from
     config.train.checkpoint_every = args.checkpoint_every
     config.train.log_every = args.checkpoint_every
-    source = tiny_records()
+    if args.replicate_heads:
+        config.sharding_rules = tuple((k, None if k == "heads" else v) for k, v in config.sharding_rules)
+    source = tiny_records()  # 2-season records; a 1-season config reads the first
     if args.slow_after_reads:
         source = SlowSource(source, args.slow_after_reads, args.read_delay)
-    summary = run_pretraining(config, args.workdir, source=source)
+    if args.save_init_only:
+        from seamo_jax.train.setup import build_train_setup
+        setup = build_train_setup(config, args.workdir, source)
+        setup.checkpointer.save(0, setup.state, force=True)
+        setup.checkpointer.close()
+        summary = {"warm_start": setup.warm_start_report}
+    else:
+        summary = run_pretraining(config, args.workdir, source=source)
+        summary["first_batch_sha256"] = first_batch_digest(config, source)
     print("SUMMARY " + json.dumps(summary), flush=True)
     if args.num_processes > 1:
         jax.distributed.shutdown()

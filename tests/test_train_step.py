@@ -140,7 +140,7 @@ def test_preemption_watcher_catches_sigterm_and_restores_handler():
     import os
     import signal
     before = signal.getsignal(signal.SIGTERM)
-    with PreemptionWatcher() as watcher:
+    with PreemptionWatcher(checkpoint_manager=None) as watcher:  # one process: no coordination service
         assert not watcher.should_stop(1)
         os.kill(os.getpid(), signal.SIGTERM)
         assert watcher.should_stop(2)

@@ -2,7 +2,7 @@
 
 Modules (import them directly; this package stays free of jax so Grain
 worker processes start fast):
-  crops        non-aligned crop windows per season
+  crops        season windows (region selection same / partial / disjoint), bilinear resize
   augment      flips/rot90, normalisation, season subsampling, modality dropout
   masking      per-view random token masks
   records      record validation, bad-record skipping, shard error naming

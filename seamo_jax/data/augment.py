@@ -12,6 +12,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from seamo_jax.data import crops
 from seamo_jax.sensors import SensorSpec
 
 
@@ -140,4 +141,30 @@ def crop_normalise(values: np.ndarray, offsets: np.ndarray, crop_size: int, spec
             window = rows
         np.subtract(window, mean, out=rows, dtype=np.float32)
         np.divide(rows, std, out=rows)
+    return out
+
+
+def crop_resize_normalise(values: np.ndarray, offsets: np.ndarray, sizes: np.ndarray, crop_size: int,
+                          spec: SensorSpec, out: np.ndarray | None = None) -> np.ndarray:
+    """Cuts each season's square window of side `sizes[s]`, resizes it bilinearly to
+    crop_size (`crops.resize_bilinear`) and normalises it (region_reading="crop_area").
+
+    Args:
+      values: [S, H, W, C] raw tile (any strides).
+      offsets: int [S, 2] window origins (row, col); sizes: int [S] window sides.
+      out: optional float32 [S, crop, crop, C] buffer to fill.
+    Returns:
+      float32 [S, crop, crop, C] normalised views (`out` when given).
+    """
+    shape = (len(offsets), crop_size, crop_size, values.shape[-1])
+    if out is None:
+        out = np.empty(shape, np.float32)
+    elif out.shape != shape or out.dtype != np.float32:
+        raise ValueError(f"out must be float32 {shape}, got {out.dtype} {out.shape}")
+    mean, std = _row_constants(spec, crop_size)
+    for season, ((y, x), side) in enumerate(zip(np.asarray(offsets), np.asarray(sizes))):
+        crops.resize_bilinear(values[season, y:y + side, x:x + side, :], crop_size, out=out[season])
+        rows = out[season].reshape(crop_size, crop_size * values.shape[-1])  # a view
+        rows -= mean
+        rows /= std
     return out

@@ -8,17 +8,16 @@ model can gather a static number of visible tokens per view.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
+
+from seamo_jax import mask_count
 
 
 def num_masked(num_tokens: int, ratio: float) -> int:
-    """round(ratio * T) with halves rounded up (Python's round() would round
-    half to even, so 0.5 * 5 tokens would give 2, not 3)."""
-    if not 0.0 <= ratio <= 1.0:
-        raise ValueError(f"mask ratio must be in [0, 1], got {ratio}")
-    return int(math.floor(ratio * num_tokens + 0.5))
+    """round(ratio * T) with halves rounded up: the rule the model uses too
+    (seamo_jax/mask_count.py; Python's round() would round half to even, so
+    0.5 * 5 tokens would give 2, not 3)."""
+    return mask_count.num_masked(num_tokens, ratio)
 
 
 def num_tokens(crop_size: int, patch_size: int) -> int:

@@ -1,17 +1,21 @@
 """Grain training pipeline and deterministic evaluation arrays.
 
-Train pipeline (per process):
+Train pipeline (per data shard):
 
-  source -> this process's contiguous shard of records
-         -> shuffle(seed, process)  (reshuffled every epoch by `repeat`)
+  source -> this shard's contiguous slice of records
+         -> shuffle(seed, shard)  (reshuffled every epoch by `repeat`)
          -> repeat forever
-         -> random_map(TrainSampleTransform)  (RNG = f(seed, process, position))
+         -> random_map(TrainSampleTransform)  (RNG = f(seed, shard, position))
          -> to_iter_dataset (read threads) -> drop bad records (optional)
-         -> batch(global_batch / process_count) -> [worker processes]
+         -> batch(global_batch / shard_count) -> [worker processes]
          -> count skipped records
 
-Everything random is a function of (seed, process_index, process_count,
-position in the stream), so a run and a resumed run see the same batches.
+A data shard is a set of global batch rows that one or more processes hold
+(`global_batch.loader_shard`, derived from the mesh and the batch rules):
+processes whose devices hold the same rows (a `model` axis spanning hosts)
+are the same shard and build the identical stream. Everything random is a
+function of (seed, shard_index, shard_count, position in the stream), so a
+run and a resumed run see the same batches.
 `worker_count` changes which worker batches which records (Grain slices the
 stream across workers), so it is part of the stream's identity: resume with
 the same value.
@@ -30,43 +34,35 @@ from seamo_jax.data import records
 from seamo_jax.data.sample import SampleSpec, TrainSampleTransform, eval_sample, sample_spec_from_config
 
 
-def _derive_seeds(seed: int, process_index: int) -> tuple[int, int]:
-    """Independent uint32 seeds for shuffle and sample transform of one process.
+def _derive_seeds(seed: int, shard_index: int) -> tuple[int, int]:
+    """Independent uint32 seeds for shuffle and sample transform of one data shard.
 
-    Folding in the process index keeps crops/masks of different processes
+    Folding in the shard index keeps crops/masks of different shards
     uncorrelated (the transform RNG is otherwise keyed by stream position only).
     """
-    shuffle_seed, map_seed = np.random.SeedSequence([int(seed), int(process_index)]).generate_state(2)
+    shuffle_seed, map_seed = np.random.SeedSequence([int(seed), int(shard_index)]).generate_state(2)
     return int(shuffle_seed), int(map_seed)
 
 
-def process_shard(num_records: int, process_index: int, process_count: int) -> slice:
-    """Contiguous equal-size shard of record indices for one process.
+def record_shard(num_records: int, shard_index: int, shard_count: int) -> slice:
+    """Contiguous equal-size slice of record indices for one data shard.
 
-    Contiguous (not strided) so a process reads few ArrayRecord files; equal
-    size (the last `num_records % process_count` records are dropped) so all
-    processes reach epoch boundaries at the same step.
+    Contiguous (not strided) so a shard reads few ArrayRecord files; equal
+    size (the last `num_records % shard_count` records are dropped) so all
+    shards reach epoch boundaries at the same step.
     """
-    if not 0 <= process_index < process_count:
-        raise ValueError(f"process_index {process_index} not in [0, {process_count})")
-    per_process = num_records // process_count
-    if per_process == 0:
-        raise ValueError(f"{num_records} records cannot feed {process_count} processes")
-    return slice(process_index * per_process, (process_index + 1) * per_process)
+    if not 0 <= shard_index < shard_count:
+        raise ValueError(f"shard_index {shard_index} not in [0, {shard_count})")
+    per_shard = num_records // shard_count
+    if per_shard == 0:
+        raise ValueError(f"{num_records} records cannot feed {shard_count} data shards")
+    return slice(shard_index * per_shard, (shard_index + 1) * per_shard)
 
 
-def local_batch_size(global_batch_size: int, process_count: int) -> int:
-    if global_batch_size % process_count:
-        raise ValueError(f"config.data.batch_size {global_batch_size} not divisible by {process_count} processes")
-    return global_batch_size // process_count
-
-
-def _resolve_process(process_index: int | None, process_count: int | None) -> tuple[int, int]:
-    if process_index is None or process_count is None:
-        import jax  # pylint: disable=g-import-not-at-top  (keeps worker processes free of jax)
-        process_index = jax.process_index() if process_index is None else process_index
-        process_count = jax.process_count() if process_count is None else process_count
-    return int(process_index), int(process_count)
+def local_batch_size(global_batch_size: int, shard_count: int) -> int:
+    if global_batch_size % shard_count:
+        raise ValueError(f"config.data.batch_size {global_batch_size} not divisible by {shard_count} data shards")
+    return global_batch_size // shard_count
 
 
 def _ensure_absl_flags_parsed() -> None:
@@ -81,8 +77,8 @@ def make_train_dataset(
     config: Any,
     source: Any,
     *,
-    process_index: int | None = None,
-    process_count: int | None = None,
+    shard_index: int = 0,
+    shard_count: int = 1,
     seed: int | None = None,
     worker_count: int | None = None,
 ) -> grain.IterDataset:
@@ -93,27 +89,31 @@ def make_train_dataset(
         config.model.patch_size; keys of experiments/demo_cpu.py).
       source: random-access source of record dicts (`len`, `__getitem__`),
         e.g. `data_pipelines.registry.load_source(...)`.
-      process_index, process_count: default jax.process_index()/count().
+      shard_index, shard_count: this process's data shard
+        (`global_batch.loader_shard(batch_sharding)`; 0, 1 on one host).
       seed: default config.data.shuffle_seed.
       worker_count: default config.data.worker_count (0 = in-process).
 
     Returns:
       IterDataset of batches (numpy): views[m] float32 [B, S, h, w, C_m],
-      offsets int32 [B, S, 2], mask bool [B, S, M, T] (+ modality_dropped
-      bool [B, M] when config.data.modality_dropout > 0); B = global batch /
-      process_count.
+      offsets int32 [B, S, 2], season_ids int32 [B, S], mask bool
+      [B, S, M, T] (+ modality_dropped bool [B, M] when
+      config.data.modality_dropout > 0, + scales float32 [B, S] when
+      config.data.region_reading = "crop_area"); B = global batch /
+      shard_count.
     """
-    process_index, process_count = _resolve_process(process_index, process_count)
     data = config.data
     seed = int(data.get("shuffle_seed", 0) if seed is None else seed)
     worker_count = int(data.get("worker_count", 0) if worker_count is None else worker_count)
-    batch_size = local_batch_size(int(data.batch_size), process_count)
+    batch_size = local_batch_size(int(data.batch_size), shard_count)
     spec = sample_spec_from_config(config)
-    shuffle_seed, map_seed = _derive_seeds(seed, process_index)
+    shuffle_seed, map_seed = _derive_seeds(seed, shard_index)
 
-    indexed = records.IndexedSource(source)
+    # config.data.fraction: one fixed subset of the records (same on every process / run), then sharded.
+    indexed = records.IndexedSource(source, indices=records.fraction_indices(
+        len(source), data.get("fraction", 1.0), data.get("fraction_seed", 0)))
     ds = grain.MapDataset.source(indexed)
-    ds = ds[process_shard(len(indexed), process_index, process_count)]
+    ds = ds[record_shard(len(indexed), shard_index, shard_count)]
     ds = ds.shuffle(seed=shuffle_seed).repeat(None)  # repeat reseeds the shuffle per epoch
     ds = ds.random_map(TrainSampleTransform(spec, indexed), seed=map_seed)
 
@@ -209,5 +209,5 @@ def make_eval_arrays(
     return out
 
 
-__all__ = ["make_train_dataset", "make_train_iterator", "make_eval_arrays", "process_shard", "local_batch_size",
+__all__ = ["make_train_dataset", "make_train_iterator", "make_eval_arrays", "record_shard", "local_batch_size",
            "SampleSpec"]

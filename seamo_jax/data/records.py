@@ -23,6 +23,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import logging
+import math
 from typing import Any, Mapping
 
 import grain
@@ -102,22 +103,47 @@ def verify_array_record_shards(source: Any) -> None:
                 f"(truncated or corrupt file)")
 
 
+def fraction_indices(num_records: int, fraction: float, seed: int = 0) -> np.ndarray:
+    """Deterministic subset of record indices for `config.data.fraction`.
+
+    The first ceil(fraction * num_records) entries of a permutation seeded by
+    `seed` alone, sorted (so reads stay in file order): the same subset on
+    every process, every run and every resume, and a larger fraction's subset
+    contains a smaller one's (same seed). fraction = 1 gives arange(N).
+
+    Returns:
+      int64 [ceil(fraction * num_records)] sorted record indices.
+    """
+    fraction = float(fraction)
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"config.data.fraction must be in (0, 1], got {fraction}")
+    num_records = int(num_records)
+    if fraction == 1.0:
+        return np.arange(num_records, dtype=np.int64)
+    count = max(1, math.ceil(fraction * num_records - 1e-9)) if num_records else 0
+    order = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5EA40F])).permutation(num_records)
+    return np.sort(order[:count]).astype(np.int64)
+
+
 class IndexedSource:
     """Wraps a random-access source: names shards on read errors and tags records.
 
-    `__getitem__(i)` returns the record dict plus `_source_index` = i (so a
-    later validation error can name the record after shuffling).
+    `__getitem__(i)` returns the record dict plus `_source_index` (the index
+    in the wrapped source, so a later validation error can name the record
+    after shuffling). With `indices` (e.g. `fraction_indices`) the wrapper
+    exposes only those records: position i reads source record indices[i].
     """
 
-    def __init__(self, source: Any, name: str = "source"):
+    def __init__(self, source: Any, name: str = "source", indices: np.ndarray | None = None):
         self._source = source
         self._name = name
+        self._indices = None if indices is None else np.asarray(indices, np.int64)
 
     def __len__(self) -> int:
-        return len(self._source)
+        return len(self._source) if self._indices is None else len(self._indices)
 
     def __getitem__(self, index) -> dict[str, Any]:
-        index = int(index)
+        index = int(index) if self._indices is None else int(self._indices[int(index)])
         try:
             record = self._source[index]
         except (KeyboardInterrupt, IndexError):

@@ -1,13 +1,16 @@
 """One record -> one training sample (the Grain random map), numpy only.
 
 Order of operations (and of RNG draws, which fixes determinism):
-validate -> select seasons -> flip/rot90 the whole tile -> non-aligned crop
-offsets -> crop -> normalise -> modality dropout -> masks.
+validate -> select seasons -> flip/rot90 the whole tile -> season windows
+(config.data.region_selection / region_reading, `crops`) -> crop (+ resize for
+"crop_area") -> normalise -> modality dropout -> masks.
 
 Output (one sample, batching adds the leading B):
   views[m]  float32 [S, h, w, C_m]  normalised with the sensor spec
   offsets   int32   [S, 2]          crop origin (row, col) in the augmented tile
+  season_ids int32  [S]             record season index of each slot (season-embedding row)
   mask      bool    [S, M, T]       True = masked
+  scales    float32 [S]             only for region_reading="crop_area": tile pixels per view pixel
   modality_dropped bool [M]         only when config.data.modality_dropout > 0
 """
 
@@ -34,6 +37,8 @@ class SampleSpec:
     season_subsample: bool
     crop_size: int
     overlap_range: tuple[float, float]
+    region_selection: str
+    region_reading: str
     flip: bool
     modality_dropout: float
     patch_size: int
@@ -61,6 +66,8 @@ def sample_spec_from_config(config: Any) -> SampleSpec:
         season_subsample=bool(data.get("season_subsample", False)),
         crop_size=int(data.crop_size),
         overlap_range=tuple(float(v) for v in data.get("overlap_range", (0.5, 1.0))),
+        region_selection=str(data.get("region_selection", "partial")),
+        region_reading=str(data.get("region_reading", "overlap")),
         flip=bool(data.get("flip", True)),
         modality_dropout=float(data.get("modality_dropout", 0.0)),
         patch_size=int(config.model.patch_size),
@@ -69,6 +76,7 @@ def sample_spec_from_config(config: Any) -> SampleSpec:
         skip_bad_records=bool(data.get("skip_bad_records", False)),
     )
     _ = spec.num_tokens  # fail at build time, not in a worker, if crop % patch != 0
+    crops.validate_region_config(spec.region_selection, spec.region_reading, spec.overlap_range)
     return spec
 
 
@@ -107,10 +115,16 @@ class TrainSampleTransform(grain.transforms.RandomMap):
                 else values[seasons]
             tiles[m] = augment.apply_dihedral(values, k, flip)
         tile_hw = tiles[spec.modalities[0]].shape[1:3]
-        offsets = crops.sample_crop_offsets(rng, tile_hw, spec.crop_size, spec.num_seasons, spec.overlap_range)
-        # Fused crop + convert + normalise: reads only the windows of the raw tile, once.
-        views = {m: augment.crop_normalise(tiles[m], offsets, spec.crop_size, spec.specs[m])
-                 for m in spec.modalities}
+        windows = crops.sample_season_windows(rng, tile_hw, spec.crop_size, spec.num_seasons,
+                                              selection=spec.region_selection, reading=spec.region_reading,
+                                              overlap_range=spec.overlap_range)
+        offsets = windows.offsets
+        if spec.region_reading == "crop_area":
+            views = {m: augment.crop_resize_normalise(tiles[m], offsets, windows.sizes, spec.crop_size, spec.specs[m])
+                     for m in spec.modalities}
+        else:  # fused crop + convert + normalise: reads only the windows of the raw tile, once
+            views = {m: augment.crop_normalise(tiles[m], offsets, spec.crop_size, spec.specs[m])
+                     for m in spec.modalities}
         sample: dict[str, Any] = {}
         if spec.modality_dropout > 0:
             dropped = augment.sample_modality_dropout(rng, spec.modalities, spec.modality_dropout)
@@ -118,6 +132,9 @@ class TrainSampleTransform(grain.transforms.RandomMap):
             sample["modality_dropped"] = dropped
         sample["views"] = views
         sample["offsets"] = offsets.astype(np.int32)
+        sample["season_ids"] = np.asarray(seasons, np.int32)
+        if spec.region_reading == "crop_area":
+            sample["scales"] = windows.scales(spec.crop_size)
         sample["mask"] = masking.random_token_masks(rng, spec.num_seasons, len(spec.modalities), spec.num_tokens,
                                                     spec.mask_ratio, spec.shared_mask)
         return sample

@@ -47,15 +47,6 @@ class EncoderSource:
     step: int | None = None
 
 
-def _build(train_config: Any, specs: Mapping[str, sensors.SensorSpec]) -> Any:
-    data = train_config.data
-    modalities = tuple(data.modalities)
-    return models.build_model(train_config.model, modalities=modalities,
-                              in_chans={m: specs[m].num_bands for m in modalities},
-                              num_seasons=int(data.seasons), image_size=int(data.crop_size),
-                              mask_ratio=float(train_config.mask.ratio) if "mask" in train_config else None)
-
-
 def load_encoder_source(config: Any, checkpoint_dir: str | None, step: int | None = None) -> EncoderSource:
     """Reads the checkpoint (when given) or falls back to `config`'s model for a random-init-only run."""
     if checkpoint_dir:
@@ -68,7 +59,14 @@ def load_encoder_source(config: Any, checkpoint_dir: str | None, step: int | Non
         train_config, variables = config, None
         specs = checkpoint_lib.sensor_specs_from_config(config.data)
     data = train_config.data
-    return EncoderSource(model=_build(train_config, specs), model_config=train_config.model,
+    model = models.build_model_from_config(train_config, specs)
+    if variables is not None:  # the probe reads the encoder: its tree must be the model's, leaf for leaf
+        batch = models.example_batch(model)
+        expected = jax.eval_shape(lambda key: model.init(key, batch["views"], batch["offsets"], method="encode"),
+                                  jax.random.key(0))
+        models.check_params_tree(variables["params"]["encoder"], nn.meta.unbox(expected)["params"]["encoder"],
+                                 what=f"encoder params of {checkpoint_dir}")
+    return EncoderSource(model=model, model_config=train_config.model,
                          modalities=tuple(data.modalities), num_seasons=int(data.seasons),
                          image_size=int(data.crop_size), sensor_specs=dict(specs), pretrained=variables,
                          checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None, step=step)

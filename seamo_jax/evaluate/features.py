@@ -7,8 +7,9 @@ sha256 over the *content* of the params and of the normalised views plus the
 subset description, so a retrained checkpoint at the same path, a different
 random init or a different crop can never hit a stale file.
 
-Each batch is placed with `batch_sharding(mesh)` (dim 0 split over the
-("data", "fsdp") axes) and params are replicated; the last batch is padded
+Each batch is placed with the training batch sharding (dim 0 split over the
+mesh axes the config's `sharding_rules` give the logical "batch" axis) and
+params are replicated; the last batch is padded
 to the full batch size so one compilation serves every batch, and the
 padding rows are dropped.
 """
@@ -17,8 +18,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import io
 import json
-import pathlib
 from typing import Any, Callable, Mapping, Sequence
 
 import flax.linen as nn
@@ -26,7 +27,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from seamo_jax.parallel import batch_sharding, data_parallel_size
+from seamo_jax.parallel import batch_mesh_axes, batch_sharding, data_parallel_size
+from seamo_jax.paths import PathLike, user_path, write_bytes_atomic
 
 PyTree = Any
 # encode_fn(variables, views, offsets) -> pooled [B, D]
@@ -59,9 +61,9 @@ def _pad_rows(x: np.ndarray, rows: int) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=32)
-def _jitted(encode_fn: EncodeFn, mesh: Mesh):
-    """One jit wrapper per (encode function object, mesh): repeated extractions reuse the compilation."""
-    in_sharding, replicated = batch_sharding(mesh), NamedSharding(mesh, P())
+def _jitted(encode_fn: EncodeFn, in_sharding: NamedSharding):
+    """One jit wrapper per (encode function object, batch sharding): repeated extractions reuse the compilation."""
+    replicated = NamedSharding(in_sharding.mesh, P())
     return jax.jit(encode_fn, in_shardings=(replicated, in_sharding, in_sharding), out_shardings=replicated)
 
 
@@ -74,17 +76,19 @@ def extract_features(encode_fn: EncodeFn, variables: PyTree, views: Mapping[str,
       variables: encoder variables ({"params": ...}), replicated on the mesh.
       views: modality -> [N, S, h, w, C_m] normalised float32.
       offsets: [N, S, 2] int32 crop origins.
-      mesh: device mesh; batches split over its ("data", "fsdp") axes.
-      rules: logical-axis rules for the model's activation constraints.
+      mesh: device mesh.
+      rules: logical-axis rules (the model's activation constraints, and
+        the mesh axes of "batch" that split each batch).
       batch_size: global batch; rounded up to a multiple of the data-parallel size.
     Returns:
       float32 [N, D].
     """
-    shards = data_parallel_size(mesh)
+    batch_axes = batch_mesh_axes(rules)
+    shards = data_parallel_size(mesh, batch_axes)
     batch_size = -(-max(int(batch_size), 1) // shards) * shards
-    in_sharding = batch_sharding(mesh)
+    in_sharding = batch_sharding(mesh, batch_axes)
     replicated = NamedSharding(mesh, P())
-    encode = _jitted(encode_fn, mesh)
+    encode = _jitted(encode_fn, in_sharding)
     num = len(offsets)
     outputs = []
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
@@ -99,7 +103,7 @@ def extract_features(encode_fn: EncodeFn, variables: PyTree, views: Mapping[str,
     return np.concatenate(outputs, 0)
 
 
-def cached_features(cache_dir: str | pathlib.Path | None, key: str, compute: Callable[[], np.ndarray],
+def cached_features(cache_dir: PathLike | None, key: str, compute: Callable[[], np.ndarray],
                     description: Mapping[str, Any] | None = None) -> np.ndarray:
     """Loads `<cache_dir>/<key>.npy`, or computes, saves (atomically) and returns it.
 
@@ -108,14 +112,14 @@ def cached_features(cache_dir: str | pathlib.Path | None, key: str, compute: Cal
     """
     if cache_dir is None:
         return compute()
-    path = pathlib.Path(cache_dir) / f"{key}.npy"
+    path = user_path(cache_dir) / f"{key}.npy"
     if path.exists():
-        return np.load(path)
+        return np.load(io.BytesIO(path.read_bytes()))
     features = np.asarray(compute(), np.float32)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{key}.tmp.npy")
-    np.save(tmp, features)
-    tmp.replace(path)
+    encoded = io.BytesIO()
+    np.save(encoded, features)
+    write_bytes_atomic(path, encoded.getvalue())
     if description is not None:
         path.with_suffix(".json").write_text(json.dumps(dict(description), indent=2, sort_keys=True, default=str))
     return features

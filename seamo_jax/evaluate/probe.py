@@ -20,12 +20,13 @@ same numbers to the last digit.
 
 from __future__ import annotations
 
-import pathlib
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+from etils import epath
 
 from seamo_jax import parallel
+from seamo_jax.paths import user_path
 from seamo_jax.evaluate import band_stats, encoders, features, knn, linear_probe, multilabel, probe_data, report, splits, stats
 
 ENCODERS = ("pretrained", "random_init", "band_stats")
@@ -66,7 +67,7 @@ def _scores(task: str, train_x, train_y, test_x, test_y, num_classes: int, seed:
     return {"linear_top1": (result["accuracy"], result), "knn_top1": (knn_top1, {})}
 
 
-def _split_indices(data: probe_data.ProbeData, targets: np.ndarray, seed: int, split_dir: pathlib.Path,
+def _split_indices(data: probe_data.ProbeData, targets: np.ndarray, seed: int, split_dir: epath.Path,
                    resplit_fraction: float) -> tuple[np.ndarray, np.ndarray]:
     """(train, test) row indices into the pooled [train; test] arrays for one seed."""
     num_train = len(data.train["offsets"])
@@ -90,8 +91,8 @@ def run_probe(config: Any, checkpoint_dir: str | None = None, out_dir: str | Non
     Returns:
       the results dict written to probe_results.json.
     """
-    out_dir = pathlib.Path(out_dir or _get(config, "out_dir", "") or
-                           (pathlib.Path(checkpoint_dir) / "probe" if checkpoint_dir else "probe"))
+    out_dir = user_path(out_dir or _get(config, "out_dir", "") or
+                        (user_path(checkpoint_dir) / "probe" if checkpoint_dir else "probe"))
     source = encoders.load_encoder_source(config, checkpoint_dir)
     sets = input_sets(config)
     modalities = tuple(dict.fromkeys(m for s in sets for m in s["modalities"]))

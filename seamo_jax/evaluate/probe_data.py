@@ -78,8 +78,8 @@ def _registry_sources(config: Any, builder: str, splits_needed: tuple[str, ...])
 
     directory = data_dir(config)
     kwargs = dict(_probe_get(config, "builder_kwargs", {}) or {})
-    manual_dir = _probe_get(config, "manual_dir", "") or None
-    registry.prepare(builder, directory, manual_dir=manual_dir, **kwargs)
+    if config.probe.build_dataset:  # `seamo demo` (one process); `seamo probe` opens what `seamo data build` made
+        registry.prepare(builder, directory, manual_dir=config.probe.manual_dir or None, **kwargs)
     sources = {split: registry.load_source(builder, split, directory, **kwargs) for split in splits_needed}
     return sources, registry.builder_info(builder, directory, **kwargs)
 

@@ -10,8 +10,11 @@ same command produce byte-identical files. The Markdown table has one row per
 from __future__ import annotations
 
 import json
-import pathlib
 from typing import Any, Mapping
+
+from etils import epath
+
+from seamo_jax.paths import PathLike, user_path
 
 JSON_FILE = "probe_results.json"
 MARKDOWN_FILE = "probe_results.md"
@@ -50,9 +53,9 @@ def markdown_table(results: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(out_dir: str | pathlib.Path, results: Mapping[str, Any]) -> tuple[pathlib.Path, pathlib.Path]:
+def write_report(out_dir: PathLike, results: Mapping[str, Any]) -> tuple[epath.Path, epath.Path]:
     """Writes both files into `out_dir`; returns their paths."""
-    out_dir = pathlib.Path(out_dir)
+    out_dir = user_path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out_dir / JSON_FILE, out_dir / MARKDOWN_FILE
     json_path.write_text(json.dumps(results, indent=2, sort_keys=True, default=str) + "\n")

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import pathlib
 from typing import Callable
 
 import numpy as np
+from etils import epath
+
+from seamo_jax.paths import PathLike, user_path, write_text_atomic as _write_atomic
 
 
 def labels_digest(labels: np.ndarray) -> str:
@@ -90,7 +92,7 @@ def split_file_name(fraction: float, seed: int, kind: str = "labels") -> str:
     return f"{kind}_{fraction:g}_seed{seed}.json"
 
 
-def _load_or_create(path: pathlib.Path, labels: np.ndarray, make: Callable[[], dict[str, np.ndarray]],
+def _load_or_create(path: epath.Path, labels: np.ndarray, make: Callable[[], dict[str, np.ndarray]],
                     meta: dict) -> dict[str, np.ndarray]:
     """Reads index arrays saved at `path` (checking the label digest) or makes and saves them atomically."""
     digest = labels_digest(labels)
@@ -102,28 +104,28 @@ def _load_or_create(path: pathlib.Path, labels: np.ndarray, make: Callable[[], d
         return {name: np.asarray(saved[name], np.int64) for name in saved["arrays"]}
     arrays = make()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({**meta, "num_total": int(len(labels)), "labels_sha256": digest,
-                               "arrays": sorted(arrays), **{k: v.tolist() for k, v in arrays.items()}}))
-    tmp.replace(path)  # atomic: a crashed run never leaves half a split file
+    # One whole-file write: atomic locally (via a renamed temp file) and on
+    # object stores (an object appears complete or not at all).
+    _write_atomic(path, json.dumps({**meta, "num_total": int(len(labels)), "labels_sha256": digest,
+                                    "arrays": sorted(arrays), **{k: v.tolist() for k, v in arrays.items()}}))
     return arrays
 
 
-def load_or_create_subset(split_dir: str | pathlib.Path, labels: np.ndarray, fraction: float,
+def load_or_create_subset(split_dir: PathLike, labels: np.ndarray, fraction: float,
                           seed: int) -> np.ndarray:
     """Reads the saved label subset for (fraction, seed), creating and saving it on first use.
 
     Raises ValueError when the saved file was made for a different label array.
     """
-    path = pathlib.Path(split_dir) / split_file_name(fraction, seed)
+    path = user_path(split_dir) / split_file_name(fraction, seed)
     return _load_or_create(path, labels, lambda: {"indices": stratified_subset(labels, fraction, seed)},
                            {"fraction": fraction, "seed": seed})["indices"]
 
 
-def load_or_create_holdout(split_dir: str | pathlib.Path, labels: np.ndarray, holdout_fraction: float,
+def load_or_create_holdout(split_dir: PathLike, labels: np.ndarray, holdout_fraction: float,
                            seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Saved `stratified_holdout` (keep, holdout) indices for (fraction, seed)."""
-    path = pathlib.Path(split_dir) / split_file_name(holdout_fraction, seed, kind="holdout")
+    path = user_path(split_dir) / split_file_name(holdout_fraction, seed, kind="holdout")
 
     def make() -> dict[str, np.ndarray]:
         keep, held = stratified_holdout(labels, holdout_fraction, seed)

@@ -17,12 +17,12 @@ The MAE decoders are pretraining-only and are not exported.
 from __future__ import annotations
 
 import json
-import pathlib
 from typing import Any, Mapping
 
 import numpy as np
 
 from seamo_jax.export import model_card, tensor_files, timm_convert
+from seamo_jax.paths import PathLike, user_path
 from seamo_jax.train import checkpoint as checkpoint_lib
 
 ENCODER_FILE = "encoder.safetensors"
@@ -61,16 +61,16 @@ def extras_tensors(params: Mapping[str, Any], exported_modality: str) -> dict[st
     return flat
 
 
-def export(checkpoint_dir: str | pathlib.Path, out_dir: str | pathlib.Path, *, step: int | None = None,
+def export(checkpoint_dir: PathLike, out_dir: PathLike, *, step: int | None = None,
            timm_modality: str = "s2") -> dict:
     """Exports a training checkpoint (latest step unless `step`); returns the model card dict."""
     step = checkpoint_lib.latest_complete_step(checkpoint_dir) if step is None else step
     params, config, specs = checkpoint_lib.load_params(checkpoint_dir, step=step)
     return export_params(_numpy_tree(model_params(params)), config, specs, out_dir, step=step,
-                         timm_modality=timm_modality, source=str(pathlib.Path(checkpoint_dir).absolute()))
+                         timm_modality=timm_modality, source=str(user_path(checkpoint_dir)))
 
 
-def export_params(params: Mapping[str, Any], config: Any, specs: Mapping[str, Any], out_dir: str | pathlib.Path, *,
+def export_params(params: Mapping[str, Any], config: Any, specs: Mapping[str, Any], out_dir: PathLike, *,
                   step: int | None, timm_modality: str = "s2", source: str = "") -> dict:
     """Writes the export files for an in-memory params tree (numpy leaves).
 
@@ -79,7 +79,7 @@ def export_params(params: Mapping[str, Any], config: Any, specs: Mapping[str, An
       config: the training ConfigDict (needs data.modalities, data.crop_size, model.patch_size).
       specs: modality -> SensorSpec the model was trained on.
     """
-    out_dir = pathlib.Path(out_dir)
+    out_dir = user_path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     encoder = params["encoder"]
     modalities = tuple(config.data.modalities)

@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 from typing import Any, Mapping
 
+from seamo_jax.models.from_config import num_seasons_of
+
 CARD_VERSION = 1
 
 
@@ -51,13 +53,17 @@ def build_card(config: Any, specs: Mapping[str, Any], *, step: int | None, timm_
         "source_checkpoint": source,
         "files": dict(files),
         "modalities": list(data.modalities),
-        "num_seasons": int(data.seasons),
+        "num_seasons": num_seasons_of(config),  # season-embedding rows (phase 1 carries phase 2's table)
         "image_size": int(data.crop_size),
         "patch_size": int(config.model.patch_size),
         "model_size": str(config.model.get("size", "")),
         "sensors": sensors,
         "data": {"builder": str(data.get("builder", "")), "split": str(data.get("split", "")),
-                 "seasons": int(data.seasons), "overlap_range": list(data.get("overlap_range", ()))},
+                 "seasons": int(data.seasons), "overlap_range": list(data.get("overlap_range", ())),
+                 "region_selection": str(data.get("region_selection", "")),
+                 "region_reading": str(data.get("region_reading", ""))},
+        "encoder": {"season_encoding": str(config.model.get("season_encoding", "")),
+                    "position_frame": str(config.model.get("position_frame", ""))},
         "training_config": _config_dict(config),
     }
     if timm_kwargs is not None:

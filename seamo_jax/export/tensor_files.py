@@ -13,11 +13,13 @@ Or with the safetensors package alone: `safetensors.numpy.load_file(path)`.
 
 from __future__ import annotations
 
-import pathlib
 from typing import Any, Mapping
 
 import numpy as np
 import safetensors.numpy
+from etils import epath
+
+from seamo_jax.paths import PathLike, user_path
 
 SEPARATOR = "/"
 
@@ -53,17 +55,17 @@ def unflatten(flat: Mapping[str, np.ndarray]) -> dict[str, Any]:
     return tree
 
 
-def save_tensors(path: str | pathlib.Path, tensors: Mapping[str, np.ndarray],
-                 metadata: Mapping[str, str] | None = None) -> pathlib.Path:
-    """Writes flat tensors (contiguous copies, safetensors needs them) to `path`."""
-    path = pathlib.Path(path)
+def save_tensors(path: PathLike, tensors: Mapping[str, np.ndarray],
+                 metadata: Mapping[str, str] | None = None) -> epath.Path:
+    """Writes flat tensors (contiguous copies, safetensors needs them) to `path` (local or URL)."""
+    path = user_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     contiguous = {name: np.ascontiguousarray(value) for name, value in tensors.items()}
-    safetensors.numpy.save_file(contiguous, str(path), metadata=dict(metadata or {}))
+    path.write_bytes(safetensors.numpy.save(contiguous, metadata=dict(metadata or {})))  # one whole-file write
     return path
 
 
-def load_numpy(path: str | pathlib.Path, nested: bool = False) -> dict[str, Any]:
-    """Reads a safetensors file into numpy: flat {"a/b": array}, or nested dicts when `nested`."""
-    flat = safetensors.numpy.load_file(str(path))
+def load_numpy(path: PathLike, nested: bool = False) -> dict[str, Any]:
+    """Reads a safetensors file (local or URL) into numpy: flat {"a/b": array}, or nested dicts when `nested`."""
+    flat = safetensors.numpy.load(user_path(path).read_bytes())
     return unflatten(flat) if nested else dict(flat)

@@ -1,19 +1,17 @@
 """JAX entry points of the CPU kernels, each with a custom VJP: GEMMs, attention, bias + GELU, LayerNorm.
 
-`enabled(dtype)` is the trace-time switch the model layers consult
-(layers.DenseND, layers.LayerNorm, attention.SelfAttention and _attend): the kernels run only where they are
-valid and measured faster, i.e. on the CPU backend, in float32, when the
-computation is not partitioned over several devices (an FFI call has no
-sharding rule, so XLA would gather its operands), and when build.load()
-succeeded. Everywhere else the model uses XLA's ops, which compute the
-same values to float32 rounding (tests/test_kernels.py).
-`SEAMO_CPU_KERNELS=0` turns them off for a process (A/B runs, debugging).
+The model calls them only where its `Backend` says so (models/backend.py:
+`model.cpu_kernels`, resolved once per run; layers.DenseND, layers.LayerNorm,
+attention.SelfAttention / CrossAttention): they are valid and measured faster
+only on the CPU backend, in float32, when the computation is not partitioned
+over several devices (an FFI call has no sharding rule, so XLA would gather
+its operands), and when build.load() succeeded. Everywhere else the model
+uses XLA's ops, which compute the same values to float32 rounding
+(tests/test_kernels.py).
 """
 
 from __future__ import annotations
 
-import os
-import warnings
 from functools import partial
 
 import jax
@@ -22,26 +20,17 @@ import numpy as np
 
 from seamo_jax.kernels import build
 
-_warned = False
 
+def _ffi_call(target: str, result_shape_dtypes, **kwargs):
+    """jax.ffi.ffi_call of one of our targets, registering them first (build.load is cached after the first call).
 
-def enabled(dtype) -> bool:
-    """Whether the model should call the CPU kernels for a computation in `dtype`, traced now."""
-    if os.environ.get("SEAMO_CPU_KERNELS", "1").lower() in ("0", "off", "false", "no"):
-        return False
-    if jax.default_backend() != "cpu" or jnp.dtype(dtype) != jnp.float32:
-        return False
-    mesh = jax.sharding.get_abstract_mesh()
-    if not mesh.empty and mesh.size > 1:
-        return False
+    The Backend resolver (models/backend.py) loads the library before a run;
+    loading here too means a kernel called directly (tests, a Backend built by
+    hand) never lowers to an unregistered target.
+    """
     if build.load() is None:
-        global _warned
-        if not _warned:
-            _warned = True
-            warnings.warn(f"seamo_jax CPU kernels unavailable, using XLA's ops (slower on CPU): {build.load_error()}",
-                          RuntimeWarning, stacklevel=2)
-        return False
-    return True
+        raise RuntimeError(f"seamo_jax CPU kernels unavailable: {build.load_error()}")
+    return jax.ffi.ffi_call(target, result_shape_dtypes, **kwargs)
 
 
 def gemm(a: jax.Array, b: jax.Array, trans_a: bool = False, trans_b: bool = False) -> jax.Array:
@@ -55,7 +44,7 @@ def gemm(a: jax.Array, b: jax.Array, trans_a: bool = False, trans_b: bool = Fals
     k_b, n = (b.shape[1], b.shape[0]) if trans_b else b.shape
     if k != k_b:
         raise ValueError(f"gemm contracting sizes differ: {k} vs {k_b}")
-    call = jax.ffi.ffi_call("seamo_gemm", jax.ShapeDtypeStruct((m, n), jnp.float32), vmap_method="sequential")
+    call = _ffi_call("seamo_gemm", jax.ShapeDtypeStruct((m, n), jnp.float32), vmap_method="sequential")
     return call(a, b, trans_a=trans_a, trans_b=trans_b)
 
 
@@ -95,7 +84,7 @@ def matmul_rows(x: jax.Array, kernel: jax.Array, num_in_axes: int) -> jax.Array:
 
 def _attention_fwd_call(q, k, v):
     batch, len_q, heads, _ = q.shape
-    call = jax.ffi.ffi_call(
+    call = _ffi_call(
         "seamo_attention_fwd",
         (jax.ShapeDtypeStruct(q.shape, jnp.float32),
          jax.ShapeDtypeStruct((batch, heads, len_q, k.shape[1]), jnp.float32)),
@@ -123,7 +112,7 @@ def _attention_fwd(q, k, v):
 
 def _attention_bwd(residuals, dout):
     q, k, v, out, probs = residuals
-    call = jax.ffi.ffi_call("seamo_attention_bwd", tuple(jax.ShapeDtypeStruct(t.shape, jnp.float32) for t in (q, k, v)),
+    call = _ffi_call("seamo_attention_bwd", tuple(jax.ShapeDtypeStruct(t.shape, jnp.float32) for t in (q, k, v)),
                             vmap_method="sequential")
     return call(q, k, v, out, probs, dout.astype(jnp.float32), scale=np.float32(q.shape[-1] ** -0.5))
 
@@ -133,7 +122,7 @@ attention.defvjp(_attention_fwd, _attention_bwd)
 
 def _self_attention_fwd_call(qkv):
     batch, length, _, heads, head_dim = qkv.shape
-    call = jax.ffi.ffi_call(
+    call = _ffi_call(
         "seamo_attention_qkv_fwd",
         (jax.ShapeDtypeStruct((batch, length, heads, head_dim), jnp.float32),
          jax.ShapeDtypeStruct((batch, heads, length, length), jnp.float32)),
@@ -162,7 +151,7 @@ def _self_attention_fwd(qkv):
 
 def _self_attention_bwd(residuals, dout):
     qkv, out, probs = residuals
-    call = jax.ffi.ffi_call("seamo_attention_qkv_bwd", jax.ShapeDtypeStruct(qkv.shape, jnp.float32),
+    call = _ffi_call("seamo_attention_qkv_bwd", jax.ShapeDtypeStruct(qkv.shape, jnp.float32),
                             vmap_method="sequential")
     return (call(qkv, out, probs, dout.astype(jnp.float32), scale=np.float32(qkv.shape[-1] ** -0.5)),)
 
@@ -184,14 +173,14 @@ def bias_gelu(y: jax.Array, bias: jax.Array) -> jax.Array:
 
 
 def _bias_gelu_fwd(y, bias):
-    call = jax.ffi.ffi_call("seamo_bias_gelu_fwd", jax.ShapeDtypeStruct(y.shape, jnp.float32),
+    call = _ffi_call("seamo_bias_gelu_fwd", jax.ShapeDtypeStruct(y.shape, jnp.float32),
                             vmap_method="sequential")
     return call(y, bias), (y, bias)
 
 
 def _bias_gelu_bwd(residuals, dout):
     y, bias = residuals
-    call = jax.ffi.ffi_call("seamo_bias_gelu_bwd", jax.ShapeDtypeStruct(y.shape, jnp.float32),
+    call = _ffi_call("seamo_bias_gelu_bwd", jax.ShapeDtypeStruct(y.shape, jnp.float32),
                             vmap_method="sequential")
     dpre = call(y, bias, dout.astype(jnp.float32))
     return dpre, jnp.sum(dpre, axis=0)
@@ -223,7 +212,7 @@ def _layer_norm(x, scale, bias, epsilon):
 
 def _layer_norm_fwd(x, scale, bias, epsilon):
     rows = jax.ShapeDtypeStruct(x.shape[:1], jnp.float32)
-    call = jax.ffi.ffi_call("seamo_layer_norm_fwd", (jax.ShapeDtypeStruct(x.shape, jnp.float32), rows, rows),
+    call = _ffi_call("seamo_layer_norm_fwd", (jax.ShapeDtypeStruct(x.shape, jnp.float32), rows, rows),
                             vmap_method="sequential")
     y, mean, rstd = call(x, scale, bias, epsilon=np.float32(epsilon))
     return y, (x, scale, mean, rstd)
@@ -232,7 +221,7 @@ def _layer_norm_fwd(x, scale, bias, epsilon):
 def _layer_norm_bwd(epsilon, residuals, dy):
     x, scale, mean, rstd = residuals
     partials = jax.ShapeDtypeStruct((_LAYER_NORM_PARTIALS, x.shape[1]), jnp.float32)
-    call = jax.ffi.ffi_call("seamo_layer_norm_bwd", (jax.ShapeDtypeStruct(x.shape, jnp.float32), partials, partials),
+    call = _ffi_call("seamo_layer_norm_bwd", (jax.ShapeDtypeStruct(x.shape, jnp.float32), partials, partials),
                             vmap_method="sequential")
     dx, dscale, dbias = call(x, scale, mean, rstd, dy.astype(jnp.float32))
     return dx, jnp.sum(dscale, axis=0), jnp.sum(dbias, axis=0)

@@ -1,7 +1,10 @@
 """Flax (Linen) models of SeaMo: build one from `config.model`.
 
 Public API:
-    build_model(model_config, *, modalities, in_chans, num_seasons, image_size, mask_ratio=None) -> SeaMo
+    build_model(model_config, *, modalities, in_chans, num_seasons, image_size, mask_ratio=None, backend=None) -> SeaMo
+    Backend, resolve_backend(model_config, mesh_or_num_devices) -> Backend   (models/backend.py)
+    build_model_from_config(config, sensor_specs=None, *, mesh=None) -> SeaMo   (train, probe, export, benchmarks)
+    check_params_tree(params, expected)   (restored params vs the model's tree: first differing path)
     example_batch(model, batch_size=1) -> batch dict   (for init / eval_shape)
     param_count(params_or_shapes) -> int
     SIZES, get_size, random_mask, num_masked, patchify, unpatchify, training_flops
@@ -20,9 +23,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from seamo_jax.models.backend import Backend, generic_backend, resolve_backend
+from seamo_jax.models.encoder import SEASON_ENCODINGS
 from seamo_jax.models.flops import training_flops
+from seamo_jax.models.from_config import build_model_from_config, check_params_tree, num_seasons_of
+from seamo_jax.models.fusion import TM_CARRIES
 from seamo_jax.models.masking import num_masked, random_mask
 from seamo_jax.models.patch_embed import patchify, unpatchify
+from seamo_jax.models.posembed import POSITION_FRAMES
 from seamo_jax.models.seamo import SeaMo
 from seamo_jax.models.sizes import SIZES, ViTSize, get_size
 
@@ -37,19 +45,27 @@ def _get(config: Any, key: str, default: Any) -> Any:
 
 
 def build_model(model_config: Any, *, modalities: Sequence[str], in_chans: Mapping[str, int], num_seasons: int,
-                image_size: int | tuple[int, int], mask_ratio: float | None = None) -> SeaMo:
+                image_size: int | tuple[int, int], mask_ratio: float | None = None,
+                backend: Backend | None = None) -> SeaMo:
     """SeaMo from `config.model` (keys of experiments/demo_cpu.py).
 
     Args:
       model_config: config.model (size, patch_size, fusion, num_fusion_blocks,
         decoder_dim/depth/heads, norm_pix_loss, dtype, remat_policy,
-        scan_layers; optional attention_impl, mask_ratio).
+        scan_layers; optional attention_impl, cpu_kernels, mask_ratio,
+        season_encoding ("per_season" | "joint", default "per_season"),
+        position_frame ("view" | "tile", default "view"), tm_carry
+        ("aux_queries" | "mean_add", default "aux_queries")).
       modalities: config.data.modalities (order = the batch mask's M axis).
       in_chans: modality -> band count (sensor spec `num_bands`).
       num_seasons: most seasons a batch will carry (season-embedding rows).
       image_size: view size in pixels (int or (h, w)).
       mask_ratio: config.mask.ratio; default model_config.mask_ratio or 0.75.
         Must equal the data pipeline's ratio (checked at run time: NaN loss).
+      backend: `resolve_backend(model_config, mesh)` of the run (CPU kernels
+        where model.cpu_kernels allows them). None = the generic XLA path
+        with model.attention_impl, no CPU kernels (any mesh, any backend).
+        Params do not depend on it.
     """
     modalities = tuple(modalities)
     missing = [m for m in modalities if m not in in_chans]
@@ -69,6 +85,12 @@ def build_model(model_config: Any, *, modalities: Sequence[str], in_chans: Mappi
         raise ValueError(f"image size {image_size} is not divisible by patch size {patch_size}")
     if mask_ratio is None:
         mask_ratio = _get(model_config, "mask_ratio", 0.75)
+    choices = {}
+    for key, allowed in (("season_encoding", SEASON_ENCODINGS), ("position_frame", POSITION_FRAMES),
+                         ("tm_carry", TM_CARRIES)):
+        choices[key] = _get(model_config, key, allowed[0])
+        if choices[key] not in allowed:
+            raise ValueError(f"unknown model.{key} {choices[key]!r}; use one of {allowed}")
     return SeaMo(
         modalities=modalities,
         in_chans=tuple(int(in_chans[m]) for m in modalities),
@@ -86,7 +108,8 @@ def build_model(model_config: Any, *, modalities: Sequence[str], in_chans: Mappi
         dtype=_DTYPES[dtype_name],
         scan_layers=bool(_get(model_config, "scan_layers", True)),
         remat_policy=_get(model_config, "remat_policy", "none"),
-        attention_impl=_get(model_config, "attention_impl", None),
+        backend=generic_backend(model_config) if backend is None else backend,
+        **choices,
     )
 
 

@@ -5,8 +5,8 @@ matmul, including the two attention products (q k^T and attn v); ignore
 norms, softmax, GELU, adds and gathers; backward = 2 x forward, so a step is
 3 x forward. Rematerialisation is NOT counted (it is overhead, not model
 work), so MFU falls when remat recomputes. The count follows this
-implementation: patches are embedded only where visible, the decoder's
-cls token is projected once per sample and decoded in every view.
+implementation: patches are embedded only where visible, the decoder
+projects the cls token of every view's season (one per view).
 """
 
 from __future__ import annotations
@@ -54,16 +54,22 @@ def forward_flops(model: Any, batch_size: int, num_seasons: int | None = None) -
     dec = model.decoder_dim
 
     patch_embed = sum(2 * seasons * visible * p2 * c * width for c in model.in_chans)
-    encoder_len = 1 + seasons * num_modalities * visible
-    encoder = depth * _block_flops(encoder_len, width, mlp_dim)
+    if getattr(model, "season_encoding", "joint") == "per_season":  # one sequence per season
+        encoder = seasons * depth * _block_flops(1 + num_modalities * visible, width, mlp_dim)
+    else:  # one sequence per sample
+        encoder = depth * _block_flops(1 + seasons * num_modalities * visible, width, mlp_dim)
     fusion = 0
     if model.fusion == "tm":
-        per_season = num_modalities * _cross_block_flops(visible, (num_modalities - 1) * visible, width, mlp_dim)
-        fusion = seasons * model.num_fusion_blocks * per_season
-        fusion += (seasons - 1) * num_modalities * 2 * width * width  # carry Linear on pooled features
+        aux = getattr(model, "tm_carry", "mean_add") == "aux_queries"
+        for s in range(seasons):
+            queries = 2 * visible if (aux and s > 0) else visible  # + the carried previous-season tokens
+            fusion += model.num_fusion_blocks * num_modalities * _cross_block_flops(
+                queries, (num_modalities - 1) * queries, width, mlp_dim)
+        carried = visible if aux else 1  # carry Linear on every token / on the pooled features
+        fusion += (seasons - 1) * num_modalities * 2 * carried * width * width
     decoder = 0
     for c in model.in_chans:
-        decoder += 2 * (seasons * visible + 1) * width * dec  # decoder_embed of visible tokens + cls
+        decoder += 2 * seasons * (visible + 1) * width * dec  # decoder_embed of visible tokens + each view's cls
         decoder += seasons * model.decoder_depth * _block_flops(1 + tokens, dec, 4 * dec)
         decoder += 2 * seasons * tokens * dec * p2 * c  # decoder_pred
     parts = {"patch_embed": patch_embed, "encoder": encoder, "fusion": fusion, "decoder": decoder}

@@ -9,7 +9,6 @@ hidden), "heads", "kv" (head dim), "patch" (patch pixel features), "layers"
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Sequence
 
 import flax.linen as nn
@@ -18,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from seamo_jax import kernels
+from seamo_jax.models.backend import Backend
 
 
 def xavier_uniform_flat(num_in_axes: int = 1):
@@ -43,45 +43,6 @@ def _contract_trailing(x: jnp.ndarray, kernel: jnp.ndarray, num_in_axes: int) ->
     return jax.lax.dot_general(x, kernel, (dims, ((), ())))
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(2,))
-def rows_matmul(x: jnp.ndarray, kernel: jnp.ndarray, num_in_axes: int) -> jnp.ndarray:
-    """x [M, *in] . kernel [*in, *out] -> [M, *out], with its two backward GEMMs run in order.
-
-    Same values and gradients as autodiff of the dot (tested). Autodiff's
-    kernel gradient contracts the row axis of both x and dy (x^T dy);
-    XLA:CPU does not give that transposed-operand form to its YNNPACK GEMM
-    but runs it as an asynchronous multithreaded Eigen dot, which then
-    overlaps the input-gradient GEMM and the two share the cores. Profiled on
-    the ViT-S MAE train step (2-core CPU, issue 4): the decoder's backward
-    GEMMs ran at ~60 GF/s while forward ones ran at ~140; with this ordering
-    the step went from ~6.2 s to ~5.0 s. (Materialising x^T so the kernel
-    gradient is a plain GEMM was tried too: XLA:CPU's transposes cost 1 s.)
-    Used on CPU when the CPU kernels (seamo_jax/kernels) are off or
-    unavailable; GPU/TPU GEMMs take transposed operands natively.
-    """
-    return _contract_trailing(x, kernel, num_in_axes)
-
-
-def _rows_matmul_fwd(x, kernel, num_in_axes):
-    return _contract_trailing(x, kernel, num_in_axes), (x, kernel)
-
-
-def _rows_matmul_bwd(num_in_axes, residuals, dy):
-    x, kernel = residuals
-    num_out_axes = kernel.ndim - num_in_axes
-    rows = ((0,), (0,))
-    dkernel = jax.lax.dot_general(x, dy, (rows, ((), ())))  # [*in, *out]
-    # Make dx wait for dkernel: the two GEMMs then run one after the other,
-    # each on all cores, instead of sharing them.
-    dy, dkernel = jax.lax.optimization_barrier((dy, dkernel))
-    out_dims = tuple(range(num_in_axes, kernel.ndim))
-    dx = jax.lax.dot_general(dy, kernel, ((tuple(range(1, 1 + num_out_axes)), out_dims), ((), ())))
-    return dx.astype(x.dtype), dkernel.astype(kernel.dtype)
-
-
-rows_matmul.defvjp(_rows_matmul_fwd, _rows_matmul_bwd)
-
-
 class DenseND(nn.Module):
     """y = x . kernel + bias, contracting the last `num_in_axes` axes of x.
 
@@ -97,6 +58,10 @@ class DenseND(nn.Module):
       dtype: compute dtype (params float32).
       activation: None, or "gelu" (exact erf GELU after the bias; with the
         CPU kernels the bias and GELU are one fused pass).
+      backend: models/backend.py; `cpu_kernels` (float32) runs the GEMMs
+        through seamo_jax/kernels, else XLA's dot_general.
+      zero_init: initialise the kernel to zeros instead of xavier-uniform
+        (residual branches that must start as the identity, models/fusion.py).
     """
 
     features: tuple[int, ...]
@@ -105,12 +70,14 @@ class DenseND(nn.Module):
     bias_axes: tuple
     dtype: jnp.dtype = jnp.float32
     activation: str | None = None
+    backend: Backend = Backend()
+    zero_init: bool = False
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
         in_dims = x.shape[x.ndim - self.num_in_axes:]
-        kernel = self.param("kernel",
-                            nn.with_logical_partitioning(xavier_uniform_flat(self.num_in_axes), self.kernel_axes),
+        kernel_init = nn.initializers.zeros if self.zero_init else xavier_uniform_flat(self.num_in_axes)
+        kernel = self.param("kernel", nn.with_logical_partitioning(kernel_init, self.kernel_axes),
                             (*in_dims, *self.features), jnp.float32)
         bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, self.bias_axes),
                           self.features, jnp.float32)
@@ -125,13 +92,11 @@ class DenseND(nn.Module):
         x2 = jnp.asarray(x, self.dtype).reshape(-1, *in_dims)
         kernel = jnp.asarray(kernel, self.dtype)
         bias = jnp.asarray(bias, self.dtype)
-        if kernels.enabled(self.dtype):  # OpenBLAS through XLA's FFI (seamo_jax/kernels)
+        if self.backend.kernels_for(self.dtype):  # OpenBLAS through XLA's FFI (seamo_jax/kernels)
             y = kernels.matmul_rows(x2, kernel, self.num_in_axes)
             if self.activation == "gelu" and len(self.features) == 1:
                 return kernels.bias_gelu(y, bias).reshape(*lead, *self.features)
-        elif jax.default_backend() == "cpu":
-            y = rows_matmul(x2, kernel, self.num_in_axes)
-        else:  # GPU/TPU GEMMs take transposed operands natively.
+        else:
             y = _contract_trailing(x2, kernel, self.num_in_axes)
         y = y.reshape(*lead, *self.features) + bias
         # torch's nn.GELU(): 0.5 y (1 + erf(y / sqrt 2)) (jax computes it through erfc, same values).
@@ -139,10 +104,12 @@ class DenseND(nn.Module):
 
 
 def dense(features: int | Sequence[int], num_in_axes: int, kernel_axes: tuple, bias_axes: tuple,
-          dtype: jnp.dtype, name: str, activation: str | None = None) -> DenseND:
-    """A DenseND with MAE's init (xavier-uniform on the [fan_in, fan_out] view, zero bias)."""
+          dtype: jnp.dtype, name: str, activation: str | None = None, backend: Backend = Backend(),
+          zero_init: bool = False) -> DenseND:
+    """A DenseND with MAE's init (xavier-uniform on the [fan_in, fan_out] view, zero bias); zero_init: zero kernel."""
     features = (features,) if isinstance(features, int) else tuple(features)
-    return DenseND(features, num_in_axes, tuple(kernel_axes), tuple(bias_axes), dtype, activation, name=name)
+    return DenseND(features, num_in_axes, tuple(kernel_axes), tuple(bias_axes), dtype, activation, backend,
+                   zero_init, name=name)
 
 
 class LayerNorm(nn.Module):
@@ -151,13 +118,14 @@ class LayerNorm(nn.Module):
     Params: scale [D] (ones, "embed"), bias [D] (zeros, "embed"): the same
     tree as flax.linen.LayerNorm, so checkpoints and exports do not change.
     Statistics in float32 (as flax does), output in `dtype`. With the CPU
-    kernels (float32, one device) the forward and backward are one pass per
-    row each (seamo_jax/kernels); elsewhere flax's maths: variance as
-    E[x^2] - E[x]^2, clipped at 0.
+    kernels (`backend.cpu_kernels`, float32) the forward and backward are one
+    pass per row each (seamo_jax/kernels); elsewhere flax's maths: variance
+    as E[x^2] - E[x]^2, clipped at 0.
     """
 
     epsilon: float = 1e-6
     dtype: jnp.dtype = jnp.float32
+    backend: Backend = Backend()
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
@@ -167,7 +135,7 @@ class LayerNorm(nn.Module):
                            jnp.float32)
         bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)), (width,),
                           jnp.float32)
-        if kernels.enabled(self.dtype) and x.dtype == jnp.float32:
+        if self.backend.kernels_for(self.dtype) and x.dtype == jnp.float32:
             return kernels.layer_norm(x.reshape(-1, width), scale, bias, self.epsilon).reshape(x.shape)
         x32 = jnp.asarray(x, jnp.float32)
         mean = jnp.mean(x32, axis=-1, keepdims=True)
@@ -176,26 +144,30 @@ class LayerNorm(nn.Module):
         return jnp.asarray(y, self.dtype)
 
 
-def layer_norm(name: str, dtype: jnp.dtype) -> LayerNorm:
+def layer_norm(name: str, dtype: jnp.dtype, backend: Backend = Backend()) -> LayerNorm:
     """LayerNorm with MAE's eps (1e-6) and logical axes on scale/bias."""
-    return LayerNorm(epsilon=1e-6, dtype=dtype, name=name)
+    return LayerNorm(epsilon=1e-6, dtype=dtype, backend=backend, name=name)
 
 
 class Mlp(nn.Module):
     """fc1 -> GELU (exact erf, as torch nn.GELU) -> fc2.
 
     Params: fc1 {kernel [D, F] ("embed","mlp"), bias [F]}, fc2 {kernel [F, D]
-    ("mlp","embed"), bias [D]}.
+    ("mlp","embed"), bias [D]}. zero_init_output: fc2's kernel starts at zero
+    (its bias always does), so the block's MLP branch starts as zero.
     """
 
     hidden_dim: int
     dtype: jnp.dtype = jnp.float32
+    backend: Backend = Backend()
+    zero_init_output: bool = False
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
         """[B, L, D] -> [B, L, D]."""
         width = x.shape[-1]
-        h = dense(self.hidden_dim, 1, ("embed", "mlp"), ("mlp",), self.dtype, "fc1", activation="gelu")(x)
+        h = dense(self.hidden_dim, 1, ("embed", "mlp"), ("mlp",), self.dtype, "fc1", "gelu", self.backend)(x)
         h = nn.with_logical_constraint(h, ("batch", "length", "mlp"))
-        out = dense(width, 1, ("mlp", "embed"), ("embed",), self.dtype, "fc2")(h)
+        out = dense(width, 1, ("mlp", "embed"), ("embed",), self.dtype, "fc2", backend=self.backend,
+                    zero_init=self.zero_init_output)(h)
         return out

@@ -16,10 +16,13 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from seamo_jax import mask_count
+
 
 def num_masked(num_tokens: int, ratio: float) -> int:
-    """Masked tokens per view: round(ratio * T) (the data pipeline's rule)."""
-    k = int(round(ratio * num_tokens))
+    """Masked tokens per view: round(ratio * T), halves up (seamo_jax/mask_count.py,
+    the data pipeline's rule too); at least one token must stay visible."""
+    k = mask_count.num_masked(num_tokens, ratio)
     if not 0 <= k < num_tokens:
         raise ValueError(f"mask ratio {ratio} masks {k} of {num_tokens} tokens; at least one must stay visible")
     return k

@@ -1,4 +1,12 @@
-"""2-D sin-cos position embeddings computed from each view's crop offset.
+"""2-D sin-cos position embeddings: per view (MAE) or from each view's crop offset.
+
+Two frames (`config.model.position_frame`, used by the encoder and the decoders):
+
+* "view": MAE's fixed table per view, `sincos_2d`: a patch's position is its
+  (row, col) index in its own view's grid; crop offsets are ignored, so the
+  same ground pixel gets different embeddings in views cut at different
+  windows.
+* "tile": `sincos_2d_from_offsets`, positions in the tile frame (below).
 
 SeaMo's views of different seasons are cut at different windows of one tile
 (non-aligned crops). A patch's position is therefore measured in *tile*
@@ -70,3 +78,30 @@ def sincos_2d_from_offsets(dim: int, offsets: jnp.ndarray, grid_size: tuple[int,
         raise ValueError(f"2-D sin-cos embedding width must be a multiple of 4, got {dim}")
     pos = patch_positions(offsets, grid_size, patch_size)
     return jnp.concatenate([sincos_1d(dim // 2, pos[..., 1]), sincos_1d(dim // 2, pos[..., 0])], axis=-1)
+
+
+def sincos_2d(dim: int, grid_size: tuple[int, int]) -> jnp.ndarray:
+    """MAE's fixed 2-D sin-cos table of one view ("view" frame): float32 [T, D].
+
+    Row t = the patch at grid index (t // grid_w, t % grid_w); equals
+    `sincos_2d_from_offsets` at offset (0, 0).
+    """
+    return sincos_2d_from_offsets(dim, jnp.zeros((2,), jnp.float32), grid_size, 1)
+
+
+POSITION_FRAMES = ("view", "tile")
+
+
+def view_positions(dim: int, position_frame: str, offsets: jnp.ndarray, grid_size: tuple[int, int],
+                   patch_size: int) -> jnp.ndarray:
+    """Position table of every patch of views of shape offsets.shape[:-1], in `position_frame`.
+
+    Returns:
+      float32 [T, D] for "view" (the same for every view; broadcasts) or
+      [..., T, D] for "tile".
+    """
+    if position_frame == "view":
+        return sincos_2d(dim, grid_size)
+    if position_frame == "tile":
+        return sincos_2d_from_offsets(dim, offsets, grid_size, patch_size)
+    raise ValueError(f"unknown position_frame {position_frame!r}; use one of {POSITION_FRAMES}")

@@ -1,10 +1,13 @@
 """SeaMo: multi-season, multi-modal masked image modeling (the pretraining module).
 
     batch --patchify--> visible patches of every (season, modality) view
-          --Encoder-->  one token sequence per sample ([cls] + S*M*V tokens)
+          --Encoder-->  one token sequence per (sample, season) ([cls] + M*V
+                        tokens, season_encoding="per_season") or per sample
+                        ([cls] + S*M*V, "joint")
           --TMFusion--> (fusion="tm") season cascade of cross-modal attention
           --MAEDecoder per modality--> pixels of every patch
-          --losses-->   masked MSE, summed over modalities
+          --losses-->   masked MSE over the masked patches of the valid views,
+                        summed over modalities
 
 With one season, one modality and fusion="none" there are no season /
 modality embeddings, no fusion params and one decoder: the module is exactly
@@ -24,6 +27,7 @@ import jax.numpy as jnp
 
 from seamo_jax.models import losses as losses_lib
 from seamo_jax.models import masking
+from seamo_jax.models.backend import Backend
 from seamo_jax.models.decoder import MAEDecoder
 from seamo_jax.models.encoder import Encoder
 from seamo_jax.models.fusion import TMFusion
@@ -46,7 +50,11 @@ class SeaMo(nn.Module):
       mask_ratio: fraction of tokens masked per view (the data pipeline's).
       norm_pix_loss: per-patch normalised pixel targets.
       dtype: compute dtype; params are float32.
-      scan_layers, remat_policy, attention_impl: see models/vit.py.
+      scan_layers, remat_policy: see models/vit.py.
+      backend: attention implementation and CPU kernels (models/backend.py; build_model resolves it).
+      season_encoding: "per_season" | "joint" (models/encoder.py).
+      position_frame: "view" | "tile", encoder and decoders (models/posembed.py).
+      tm_carry: "aux_queries" | "mean_add" (models/fusion.py).
     """
 
     modalities: tuple[str, ...]
@@ -65,7 +73,10 @@ class SeaMo(nn.Module):
     dtype: Any = jnp.float32
     scan_layers: bool = True
     remat_policy: str = "none"
-    attention_impl: str | None = None
+    backend: Backend = Backend()
+    season_encoding: str = "per_season"
+    position_frame: str = "view"
+    tm_carry: str = "aux_queries"
 
     @property
     def grid_size(self) -> tuple[int, int]:
@@ -77,16 +88,18 @@ class SeaMo(nn.Module):
 
     def setup(self):
         self.encoder = Encoder(self.modalities, self.in_chans, self.patch_size, self.size, self.num_seasons,
-                               self.dtype, self.scan_layers, self.remat_policy, self.attention_impl)
+                               self.dtype, self.scan_layers, self.remat_policy, self.backend,
+                               season_encoding=self.season_encoding, position_frame=self.position_frame)
         if self.fusion == "tm":
             self.tm_fusion = TMFusion(self.modalities, self.num_fusion_blocks, self.size.num_heads,
-                                      self.size.mlp_dim, self.dtype, self.attention_impl, name="fusion")
+                                      self.size.mlp_dim, self.dtype, self.backend, carry=self.tm_carry,
+                                      name="fusion")
         elif self.fusion != "none":
             raise ValueError(f"unknown fusion {self.fusion!r}; use 'tm' or 'none'")
         self.decoders = {
             m: MAEDecoder(self.patch_size, c, self.decoder_dim, self.decoder_depth, self.decoder_heads,
-                          self.num_seasons, self.dtype, self.scan_layers, self.remat_policy, self.attention_impl,
-                          name=f"decoder_{m}")
+                          self.num_seasons, self.dtype, self.scan_layers, self.remat_policy, self.backend,
+                          position_frame=self.position_frame, name=f"decoder_{m}")
             for m, c in zip(self.modalities, self.in_chans)
         }
 
@@ -95,41 +108,71 @@ class SeaMo(nn.Module):
 
         Args:
           batch: views[m] float [B, S, h, w, C_m], offsets int [B, S, 2],
-            mask bool [B, S, M, T] (True = masked, exactly round(ratio*T) per view).
+            mask bool [B, S, M, T] (True = masked, exactly round(ratio*T) per
+            view, seamo_jax/mask_count.py); optional season_ids int [B, S]
+            (season-embedding row per sample and season slot, default
+            arange(S) for every sample) and modality_dropped bool [B, M]
+            (True = that modality was dropped by the data pipeline in every
+            season of the sample: its views are not scored). docs/contracts.md section 2.
           train: unused (no dropout, as MAE); kept for the contract.
         Returns:
           loss: float32 scalar (sum over modalities; NaN if a view's mask
-            count differs from round(mask_ratio * T)).
+            count differs from round(mask_ratio * T) or, with num_seasons
+            > 1, a season id is outside [0, num_seasons)).
           aux: {"losses": {"total", m, f"{m}/season_{s}"},
                 "pred": {m: [B, S, T, p*p*C_m]} (normalised-pixel space if norm_pix_loss)}.
         """
         del train
         views, offsets, mask = batch["views"], batch["offsets"], batch["mask"]
-        seasons = offsets.shape[1]
-        season_ids = tuple(range(seasons))
+        batch_size, seasons = offsets.shape[:2]
+        season_ids = self._batch_season_ids(batch.get("season_ids"), batch_size, seasons)
+        view_valid = self._view_valid(batch.get("modality_dropped"), batch_size, seasons)
         if mask.shape[2] != len(self.modalities) or mask.shape[3] != self.num_tokens:
             raise ValueError(f"mask shape {mask.shape} does not match modalities {self.modalities} and "
                              f"{self.num_tokens} tokens per view")
         num_masked = masking.num_masked(self.num_tokens, self.mask_ratio)
         num_visible = self.num_tokens - num_masked
-        targets, masks, restore, vis_patches, vis_ids = {}, {}, {}, {}, {}
+        targets, scored, restore, vis_patches, vis_ids = {}, {}, {}, {}, {}
         for i, m in enumerate(self.modalities):
             patches = patchify(views[m], self.patch_size)  # [B, S, T, P]
-            masks[m] = mask[:, :, i]
-            vis_ids[m], restore[m] = masking.visible_indices(masks[m], num_visible)
+            vis_ids[m], restore[m] = masking.visible_indices(mask[:, :, i], num_visible)
+            scored[m] = mask[:, :, i] & view_valid[:, :, i, None]  # masked patches of views not dropped
             vis_patches[m] = masking.gather_tokens(patches, vis_ids[m])
             targets[m] = losses_lib.normalise_patches(patches) if self.norm_pix_loss else patches
-        tokens = self.encoder(vis_patches, vis_ids, offsets, self.grid_size, season_ids)
-        batch_size, width = tokens.shape[0], tokens.shape[-1]
-        cls = tokens[:, 0]
-        visible = tokens[:, 1:].reshape(batch_size, seasons, len(self.modalities), num_visible, width)
+        # cls [B, S, D] (one per season slot), tokens [B, S, M*V, D]
+        cls, tokens = self.encoder(vis_patches, vis_ids, offsets, self.grid_size, season_ids)
+        visible = tokens.reshape(batch_size, seasons, len(self.modalities), num_visible, tokens.shape[-1])
         if self.fusion == "tm":
             visible = self.tm_fusion(visible)
         preds = {m: self.decoders[m](visible[:, :, i], cls, restore[m], offsets, self.grid_size, season_ids)
                  for i, m in enumerate(self.modalities)}
-        loss, losses = losses_lib.reconstruction_losses(preds, targets, masks)
-        loss = jnp.where(masking.mask_count_ok(mask, num_masked), loss, jnp.nan)
+        loss, losses = losses_lib.reconstruction_losses(preds, targets, scored)
+        ok = masking.mask_count_ok(mask, num_masked)
+        if self.num_seasons > 1:  # with one season there is no season table: the ids are not used
+            ok = ok & jnp.all((season_ids >= 0) & (season_ids < self.num_seasons))
+        loss = jnp.where(ok, loss, jnp.nan)
         return loss, {"losses": losses, "pred": preds}
+
+    def _batch_season_ids(self, season_ids: Any, batch_size: int, seasons: int) -> jnp.ndarray:
+        """batch["season_ids"] int [B, S], or arange(S) for every sample when absent."""
+        if season_ids is None:
+            return jnp.broadcast_to(jnp.arange(seasons, dtype=jnp.int32), (batch_size, seasons))
+        season_ids = jnp.asarray(season_ids)
+        if season_ids.shape != (batch_size, seasons) or not jnp.issubdtype(season_ids.dtype, jnp.integer):
+            raise ValueError(f"batch['season_ids'] must be int [B, S] = [{batch_size}, {seasons}], "
+                             f"got {season_ids.dtype} {season_ids.shape}")
+        return season_ids.astype(jnp.int32)
+
+    def _view_valid(self, modality_dropped: Any, batch_size: int, seasons: int) -> jnp.ndarray:
+        """bool [B, S, M]: False for the views of modalities the data pipeline dropped (batch["modality_dropped"])."""
+        num_modalities = len(self.modalities)
+        if modality_dropped is None:
+            return jnp.ones((batch_size, seasons, num_modalities), bool)
+        modality_dropped = jnp.asarray(modality_dropped)
+        if modality_dropped.shape != (batch_size, num_modalities):
+            raise ValueError(f"batch['modality_dropped'] must be bool [B, M] = [{batch_size}, {num_modalities}], "
+                             f"got {modality_dropped.shape}")
+        return jnp.broadcast_to(~modality_dropped.astype(bool)[:, None, :], (batch_size, seasons, num_modalities))
 
     def encode(self, views: Mapping[str, jnp.ndarray], offsets: jnp.ndarray, modalities: Sequence[str] | None = None,
                seasons: Sequence[int] | None = None, pool: str = "mean") -> tuple[jnp.ndarray, jnp.ndarray]:
@@ -142,10 +185,13 @@ class SeaMo(nn.Module):
           modalities: which of `views` to use (default: every model modality in `views`).
           seasons: indices into the S axis to use; each keeps its index as its
             season-embedding id (default: all S).
-          pool: "mean" (mean of patch tokens) or "cls".
+          pool: "mean" (mean of the patch tokens of all seasons) or "cls"
+            (the cls token; with season_encoding="per_season" each season's
+            sequence has its own, and they are averaged).
         Returns:
           tokens: [B, S'*M'*T, D] normalised patch tokens (season-major, then
-            modality, then row-major token), cls excluded.
+            modality, then row-major token), cls excluded. Each season is
+            encoded as its own sequence under "per_season", as in training.
           pooled: [B, D].
         """
         modalities = tuple(m for m in self.modalities if m in (modalities or views))
@@ -153,6 +199,8 @@ class SeaMo(nn.Module):
             raise ValueError(f"no model modality in {sorted(views)}; model has {self.modalities}")
         num_views = views[modalities[0]].shape[1]
         season_ids = tuple(seasons) if seasons is not None else tuple(range(num_views))
+        if max(season_ids) >= self.num_seasons or min(season_ids) < 0:
+            raise ValueError(f"season ids {season_ids} exceed the model's num_seasons {self.num_seasons}")
         select = jnp.asarray(season_ids)
         h, w = views[modalities[0]].shape[2:4]
         grid = (h // self.patch_size, w // self.patch_size)
@@ -161,11 +209,14 @@ class SeaMo(nn.Module):
         for m in modalities:
             patches[m] = patchify(views[m][:, select], self.patch_size)
             ids[m] = jnp.broadcast_to(jnp.arange(grid[0] * grid[1], dtype=jnp.int32), patches[m].shape[:3])
-        tokens = self.encoder(patches, ids, offsets, grid, season_ids)
+        batch_size = offsets.shape[0]
+        ids_of_seasons = jnp.broadcast_to(select.astype(jnp.int32), (batch_size, len(season_ids)))
+        cls, tokens = self.encoder(patches, ids, offsets, grid, ids_of_seasons)  # [B, S', D], [B, S', M'*T, D]
+        tokens = tokens.reshape(batch_size, -1, tokens.shape[-1])
         if pool == "mean":
-            pooled = jnp.mean(tokens[:, 1:], axis=1)
+            pooled = jnp.mean(tokens, axis=1)
         elif pool == "cls":
-            pooled = tokens[:, 0]
+            pooled = jnp.mean(cls, axis=1)
         else:
             raise ValueError(f"unknown pool {pool!r}; use 'mean' or 'cls'")
-        return tokens[:, 1:], pooled
+        return tokens, pooled

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 
 from seamo_jax.models import layers
 from seamo_jax.models.attention import SelfAttention
+from seamo_jax.models.backend import Backend
 
 _ACTIVATION = ("batch", "length", "embed")
 
@@ -43,24 +44,24 @@ class Block(nn.Module):
     num_heads: int
     mlp_dim: int
     dtype: jnp.dtype = jnp.float32
-    attention_impl: str | None = None
+    backend: Backend = Backend()
     scanned: bool = False
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, *_unused):
         """[B, L, D] -> [B, L, D] (or ([B, L, D], None) when scanned)."""
         x = nn.with_logical_constraint(x, _ACTIVATION)
-        h = layers.layer_norm("norm1", self.dtype)(x)
-        x = x + SelfAttention(self.num_heads, self.dtype, self.attention_impl, name="attn")(h)
+        h = layers.layer_norm("norm1", self.dtype, self.backend)(x)
+        x = x + SelfAttention(self.num_heads, self.dtype, self.backend, name="attn")(h)
         x = nn.with_logical_constraint(x, _ACTIVATION)
-        h = layers.layer_norm("norm2", self.dtype)(x)
-        x = x + layers.Mlp(self.mlp_dim, self.dtype, name="mlp")(h)
+        h = layers.layer_norm("norm2", self.dtype, self.backend)(x)
+        x = x + layers.Mlp(self.mlp_dim, self.dtype, self.backend, name="mlp")(h)
         x = nn.with_logical_constraint(x, _ACTIVATION)
         return (x, None) if self.scanned else x
 
 
 def block_stack(x: jnp.ndarray, *, depth: int, num_heads: int, mlp_dim: int, dtype: jnp.dtype = jnp.float32,
-                scan: bool = True, remat_policy: str = "none", attention_impl: str | None = None,
+                scan: bool = True, remat_policy: str = "none", backend: Backend = Backend(),
                 name: str = "blocks") -> jnp.ndarray:
     """Applies `depth` Blocks; call inside a parent's `nn.compact` method.
 
@@ -74,7 +75,7 @@ def block_stack(x: jnp.ndarray, *, depth: int, num_heads: int, mlp_dim: int, dty
       dtype: compute dtype (params stay float32).
       scan: one nn.scan over depth (True) or unrolled blocks (False).
       remat_policy: a key of REMAT_POLICIES.
-      attention_impl: None = head-major einsum attention; "xla" / "cudnn" = jax.nn.dot_product_attention (models/attention.py).
+      backend: attention implementation and CPU kernels (models/backend.py).
       name: param subtree name.
     Returns:
       [B, L, D].
@@ -86,7 +87,7 @@ def block_stack(x: jnp.ndarray, *, depth: int, num_heads: int, mlp_dim: int, dty
         # Inside scan the loop boundary already stops XLA from CSE-ing the
         # recomputation away, so prevent_cse (extra barriers) would only cost speed.
         block_cls = nn.remat(Block, policy=REMAT_POLICIES[remat_policy], prevent_cse=not scan)
-    kwargs = dict(num_heads=num_heads, mlp_dim=mlp_dim, dtype=dtype, attention_impl=attention_impl)
+    kwargs = dict(num_heads=num_heads, mlp_dim=mlp_dim, dtype=dtype, backend=backend)
     if scan:
         scanned = nn.scan(
             block_cls,

@@ -17,17 +17,18 @@ resume always picks the newest *complete* checkpoint.
 
 from __future__ import annotations
 
-import json
-import pathlib
 from typing import Any, Mapping
 
 import grain
+from etils import epath
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as ocm
 
 from seamo_jax import sensors as sensors_lib
+from seamo_jax.configs import config_from_json
+from seamo_jax.paths import PathLike, user_path
 from seamo_jax.models import layer_layout
 
 PyTree = Any
@@ -39,12 +40,12 @@ def sensor_specs_from_config(data_config: Any) -> dict[str, sensors_lib.SensorSp
     return {m: sensors_lib.get_sensor(data_config.sensors[m]) for m in data_config.modalities}
 
 
-def write_run_metadata(workdir: str | pathlib.Path, config: ml_collections.ConfigDict,
+def write_run_metadata(workdir: PathLike, config: ml_collections.ConfigDict,
                        specs: Mapping[str, sensors_lib.SensorSpec]) -> None:
     """Writes config.json and sensors.json into the workdir and its checkpoint dir (process 0 only)."""
     if jax.process_index() != 0:
         return
-    workdir = pathlib.Path(workdir)
+    workdir = user_path(workdir)
     for directory in (workdir, workdir / CHECKPOINT_SUBDIR):
         directory.mkdir(parents=True, exist_ok=True)
         (directory / "config.json").write_text(config.to_json_best_effort(indent=2, sort_keys=True))
@@ -67,9 +68,9 @@ class Checkpointer:
         that the async write takes from the training step on small hosts.
     """
 
-    def __init__(self, directory: str | pathlib.Path, *, save_every: int, keep: int = 2, keep_best: int = 0,
+    def __init__(self, directory: PathLike, *, save_every: int, keep: int = 2, keep_best: int = 0,
                  async_save: bool = True, compression: bool = False):
-        self.directory = pathlib.Path(directory).absolute()
+        self.directory = user_path(directory)
         policies: list[Any] = [ocm.LatestN(n=max(int(keep), 1))]
         if keep_best > 0:
             # BestN keeps the highest values, so rank by negative loss.
@@ -167,22 +168,22 @@ def abstract_with_shardings(abstract: PyTree, shardings: PyTree) -> PyTree:
     return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
 
 
-def resolve_checkpoint_dir(path: str | pathlib.Path) -> pathlib.Path:
-    """Accepts a workdir or its `checkpoints/` dir; returns the CheckpointManager dir."""
-    path = pathlib.Path(path).absolute()
+def resolve_checkpoint_dir(path: PathLike) -> epath.Path:
+    """Accepts a workdir or its `checkpoints/` dir (local or a bucket URL); returns the CheckpointManager dir."""
+    path = user_path(path)
     if (path / CHECKPOINT_SUBDIR).is_dir():
         return path / CHECKPOINT_SUBDIR
     return path
 
 
-def _read_metadata_file(checkpoint_dir: pathlib.Path, name: str) -> str:
+def _read_metadata_file(checkpoint_dir: epath.Path, name: str) -> str:
     for directory in (checkpoint_dir, checkpoint_dir.parent):
         if (directory / name).exists():
             return (directory / name).read_text()
     raise FileNotFoundError(f"{name} not found in {checkpoint_dir} or its parent; not a seamo_jax checkpoint dir?")
 
 
-def latest_complete_step(checkpoint_dir: str | pathlib.Path) -> int | None:
+def latest_complete_step(checkpoint_dir: PathLike) -> int | None:
     """Newest fully written checkpoint step in a workdir or checkpoints/ dir (None if none)."""
     manager = ocp.CheckpointManager(resolve_checkpoint_dir(checkpoint_dir),
                                     options=ocp.CheckpointManagerOptions(read_only=True))
@@ -192,43 +193,114 @@ def latest_complete_step(checkpoint_dir: str | pathlib.Path) -> int | None:
         manager.close()
 
 
-def load_params(checkpoint_dir: str | pathlib.Path, step: int | None = None
-                ) -> tuple[PyTree, ml_collections.ConfigDict, dict[str, sensors_lib.SensorSpec]]:
-    """Reads the params of a training checkpoint for evaluation / export.
+def read_run_metadata(checkpoint_dir: PathLike) -> tuple[ml_collections.ConfigDict, dict[str, sensors_lib.SensorSpec]]:
+    """(config, modality -> SensorSpec) of the run that wrote a workdir or checkpoints/ dir."""
+    directory = resolve_checkpoint_dir(checkpoint_dir)
+    config = config_from_json(_read_metadata_file(directory, "config.json"))  # lists back to tuples
+    specs = sensors_lib.specs_from_json(_read_metadata_file(directory, "sensors.json"))
+    return config, specs
+
+
+def _state_dir(directory: epath.Path, step: int | None) -> tuple[epath.Path, int]:
+    """`<directory>/<step>/state` of a complete checkpoint (default: the latest)."""
+    manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True))
+    try:
+        steps = list(manager.all_steps())
+        step = manager.latest_step() if step is None else step
+    finally:
+        manager.close()
+    if step is None:
+        raise FileNotFoundError(f"no complete checkpoint in {directory}")
+    if step not in steps:
+        raise FileNotFoundError(f"no complete checkpoint for step {step} in {directory}; have {steps}")
+    return directory / str(step) / "state", step
+
+
+def _flat(tree: PyTree) -> dict[str, Any]:
+    return {jax.tree_util.keystr(path): leaf for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+def _unflatten_like(tree: PyTree, flat: Mapping[str, Any]) -> dict:
+    """The nested dict of `tree` holding only the leaves whose key string is in `flat`."""
+    out: dict = {}
+    for path, _ in jax.tree_util.tree_leaves_with_path(tree):
+        key = jax.tree_util.keystr(path)
+        if key not in flat:
+            continue
+        node = out
+        for part in path[:-1]:
+            node = node.setdefault(part.key, {})
+        node[path[-1].key] = flat[key]
+    return out
+
+
+def restore_params(checkpoint_dir: PathLike, target: PyTree, step: int | None = None
+                   ) -> tuple[dict, dict[str, list[str]]]:
+    """Reads a checkpoint's params straight into the shardings of `target` (partial where the trees differ).
+
+    Every process reads only the shards its devices hold (Orbax/TensorStore),
+    so no host ever holds the full params and nothing crosses hosts: this is
+    how a pod warm-starts phase 2 from phase 1 (MaxText's partial restore).
 
     Args:
-      checkpoint_dir: a workdir or its `checkpoints/` dir.
+      checkpoint_dir: a workdir or its `checkpoints/` dir (local or URL).
+      target: abstract params (`jax.ShapeDtypeStruct`s with `.sharding`), in
+        either block layout (models/layer_layout.py).
+      step: default the latest complete one.
+    Returns:
+      (restored, report): `restored` is the nested dict of the target's
+      leaves that the checkpoint has with the same shape, as global arrays in
+      the CHECKPOINT's block layout (scanned), sharded like the target;
+      report lists "copied", "fresh" (missing or differently shaped) and
+      "unused" (checkpoint-only) leaf paths, in the target's layout.
+    """
+    state_dir, _ = _state_dir(resolve_checkpoint_dir(checkpoint_dir), step)
+    checkpointer = ocp.PyTreeCheckpointer()
+    saved = checkpointer.metadata(state_dir).item_metadata.tree["params"]
+    read_target = layer_layout.match_layout(target, like=saved)
+    saved_flat, target_flat = _flat(saved), _flat(read_target)
+    matching = {k: v for k, v in target_flat.items()
+                if k in saved_flat and tuple(saved_flat[k].shape) == tuple(v.shape)}
+    item = {"params": _unflatten_like(read_target, matching)}
+    restored = checkpointer.restore(state_dir, args=ocp.args.PyTreeRestore(
+        item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item), partial_restore=True))
+    # Report in the target's own layout, so names match the model's params.
+    copied_like_target = _flat(layer_layout.match_layout(_unflatten_like(read_target, matching), like=target))
+    target_keys = set(_flat(target))
+    report = {"copied": sorted(copied_like_target), "fresh": sorted(target_keys - set(copied_like_target)),
+              "unused": sorted(set(saved_flat) - set(matching))}
+    return restored["params"], report
+
+
+def load_params(checkpoint_dir: PathLike, step: int | None = None
+                ) -> tuple[PyTree, ml_collections.ConfigDict, dict[str, sensors_lib.SensorSpec]]:
+    """Reads the params of a training checkpoint for evaluation / export (one process).
+
+    Args:
+      checkpoint_dir: a workdir or its `checkpoints/` dir (local or URL).
       step: checkpoint step; default the latest complete one.
     Returns:
       (params, config, sensor_specs): params as a nested dict of `jax.Array`s
       on the first local device (optimiser state is not read), with block
       stacks in the layout of the run's model (`config.model.scan_layers`),
-      the run's ConfigDict, and modality -> SensorSpec.
+      the run's ConfigDict, and modality -> SensorSpec. Training on several
+      hosts warm-starts through `restore_params` instead, which never
+      gathers the params on one device.
     """
     directory = resolve_checkpoint_dir(checkpoint_dir)
-    config = ml_collections.ConfigDict(json.loads(_read_metadata_file(directory, "config.json")))
-    specs = sensors_lib.specs_from_json(_read_metadata_file(directory, "sensors.json"))
-    manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True))
-    step = manager.latest_step() if step is None else step
-    if step is None:
-        raise FileNotFoundError(f"no complete checkpoint in {directory}")
-    if step not in manager.all_steps():
-        raise FileNotFoundError(f"no complete checkpoint for step {step} in {directory}; have {manager.all_steps()}")
+    config, specs = read_run_metadata(directory)
+    state_dir, _ = _state_dir(directory, step)
     # Read only the params subtree, placed on one local device whatever mesh
     # wrote it: evaluation runs on a different device layout than training.
-    state_dir = directory / str(step) / "state"
-    device = jax.local_devices()[0]
     checkpointer = ocp.PyTreeCheckpointer()
-    metadata = checkpointer.metadata(state_dir).item_metadata.tree
-    params_meta = metadata["params"]
-    sharding = jax.sharding.SingleDeviceSharding(device)
+    params_meta = checkpointer.metadata(state_dir).item_metadata.tree["params"]
+    sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     target = {"params": jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding), params_meta)}
     restore_args = ocp.checkpoint_utils.construct_restore_args(target)
     restored = checkpointer.restore(
         state_dir, args=ocp.args.PyTreeRestore(item=target, restore_args=restore_args, partial_restore=True))
-    manager.close()
     # Hand the params over in the layout of the run's model, as it would build them.
     params = restored["params"]
-    scan_layers = bool(config.get("model", {}).get("scan_layers", True))
+    scan_layers = bool(config.model.scan_layers)
     params = layer_layout.stack_layers(params) if scan_layers else layer_layout.unstack_layers(params)
     return params, config, specs

@@ -14,14 +14,15 @@ the same mesh.
 from __future__ import annotations
 
 import os
-import pathlib
 import time
 from typing import Any
 
 import jax
 import ml_collections
 import numpy as np
+from etils import epath
 
+from seamo_jax.paths import PathLike, user_path
 from seamo_jax.train import checkpoint as ckpt_lib
 from seamo_jax.train.prefetch import prefetch_to_device
 from seamo_jax.train.preemption import PreemptionWatcher
@@ -34,13 +35,13 @@ class NonFiniteLossError(FloatingPointError):
     """The loss became NaN/Inf; training stopped, the last good checkpoint is kept."""
 
 
-def resolve_data_dir(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> pathlib.Path:
-    """config.data.data_dir, else $SEAMO_DATA_DIR, else <workdir>/tfds."""
-    if config.data.get("data_dir"):
-        return pathlib.Path(config.data.data_dir).expanduser()
+def resolve_data_dir(config: ml_collections.ConfigDict, workdir: PathLike) -> epath.Path:
+    """config.data.data_dir, else $SEAMO_DATA_DIR, else <workdir>/tfds (local paths or URLs)."""
+    if config.data.data_dir:
+        return user_path(config.data.data_dir)
     if os.environ.get("SEAMO_DATA_DIR"):
-        return pathlib.Path(os.environ["SEAMO_DATA_DIR"]).expanduser()
-    return workdir / "tfds"
+        return user_path(os.environ["SEAMO_DATA_DIR"])
+    return user_path(workdir) / "tfds"
 
 
 def builder_kwargs(data_config: Any) -> dict[str, Any]:
@@ -54,14 +55,23 @@ def builder_kwargs(data_config: Any) -> dict[str, Any]:
     return {}
 
 
-def load_train_source(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> Any:
-    """Builds the dataset if missing (`registry.prepare`) and opens the train split."""
-    from data_pipelines import registry  # imported late: building needs tfds, only the loop needs it
+def load_train_source(config: ml_collections.ConfigDict, workdir: PathLike, *, build: bool = False) -> Any:
+    """Opens the train split of the prepared dataset (`seamo data build` prepares it).
+
+    Args:
+      build: build the dataset first if it is missing (`seamo demo`, one
+        process only: several processes building into one folder race).
+    Raises:
+      DatasetNotPreparedError: the dataset is missing; its message is the
+        exact `seamo data build` command.
+    """
+    from data_pipelines import registry  # imported late: only the loop needs tfds
 
     data_dir = resolve_data_dir(config, workdir)
     kwargs = builder_kwargs(config.data)
-    registry.prepare(config.data.builder, str(data_dir), manual_dir=config.data.get("manual_dir", None) or None,
-                     **kwargs)
+    if build:
+        registry.prepare(config.data.builder, str(data_dir), manual_dir=config.data.get("manual_dir", None) or None,
+                         **kwargs)
     return registry.load_source(config.data.builder, config.data.split, str(data_dir), **kwargs)
 
 
@@ -73,7 +83,7 @@ def _first_rows(array: jax.Array) -> np.ndarray:
     return np.asarray(array.addressable_shards[0].data)
 
 
-def _write_recon(setup: TrainSetup, state: Any, batch: Any, local_batch: Any, step: int, out_dir: pathlib.Path) -> None:
+def _write_recon(setup: TrainSetup, state: Any, batch: Any, local_batch: Any, step: int, out_dir: epath.Path) -> None:
     aux = setup.predict(state.params, batch)  # every process joins the computation
     if jax.process_index() != 0:
         return
@@ -103,13 +113,16 @@ def _check_finite(history: list[tuple[int, dict]], checkpointer: ckpt_lib.Checkp
                 f"optim.clip_grad_norm, or model.dtype='float32'.")
 
 
-def run_pretraining(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *, source: Any = None
-                    ) -> dict[str, Any]:
+def run_pretraining(config: ml_collections.ConfigDict, workdir: PathLike, *, source: Any = None,
+                    build_dataset: bool = False) -> dict[str, Any]:
     """Pretrains (or resumes) SeaMo as described by `config` in `workdir`.
 
     Args:
-      source: random-access record source; default: build/open
+      source: random-access record source; default: open the prepared
         `config.data.builder` via `data_pipelines.registry` (tests pass records).
+      build_dataset: build the dataset first when missing (single-process
+        `seamo demo`); otherwise a missing dataset is an error naming the
+        `seamo data build` command.
 
     Returns:
       the summary of `train_loop`, with wall_time_s covering setup too.
@@ -118,9 +131,9 @@ def run_pretraining(config: ml_collections.ConfigDict, workdir: str | os.PathLik
         finite check, so the newest checkpoint is a good one.
     """
     wall_start = time.time()
-    workdir = pathlib.Path(workdir).absolute()
+    workdir = user_path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    source = load_train_source(config, workdir) if source is None else source
+    source = load_train_source(config, workdir, build=build_dataset) if source is None else source
     summary = train_loop(build_train_setup(config, workdir, source), workdir)
     summary["wall_time_s"] = time.time() - wall_start
     return summary
@@ -154,7 +167,7 @@ class _PendingMetrics:
         return [(s, {k: float(v) for k, v in m.items()}) for (s, _), m in zip(ready, values)]
 
 
-def train_loop(setup: TrainSetup, workdir: str | os.PathLike) -> dict[str, Any]:
+def train_loop(setup: TrainSetup, workdir: PathLike) -> dict[str, Any]:
     """Runs `setup.train_step` from `setup.state` to `config.train.num_steps`.
 
     Host/device overlap: a thread prepares and places the next batches
@@ -175,7 +188,7 @@ def train_loop(setup: TrainSetup, workdir: str | os.PathLike) -> dict[str, Any]:
         the bad step's params, so the newest checkpoint is a good one.
     """
     wall_start = time.time()
-    workdir = pathlib.Path(workdir).absolute()
+    workdir = user_path(workdir)
     config = setup.config
     train = config.train
     num_steps = int(train.num_steps)
@@ -203,7 +216,7 @@ def train_loop(setup: TrainSetup, workdir: str | os.PathLike) -> dict[str, Any]:
     settled = step = start_step
     interval_start, interval_from = time.time(), start_step
     try:
-        with PreemptionWatcher(sync_every=int(train.get("preemption_sync_every", 10))) as watcher:
+        with PreemptionWatcher(setup.checkpointer.manager) as watcher:
             while step < num_steps:
                 wait_start = time.time()
                 local_batch, batch = next(batches)

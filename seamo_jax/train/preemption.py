@@ -1,10 +1,14 @@
-"""SIGTERM -> finish the current step, save a checkpoint, exit cleanly.
+"""Preemption: all processes agree on one step to save at, then stop cleanly.
 
-TPU/GCE preemptions and most schedulers send SIGTERM with a grace period.
-The handler only sets a flag; the loop polls it between steps (never inside a
-jitted call or an Orbax write). With several processes, each polls its own
-flag and they agree with a small all-gather every `sync_every` steps, so all
-hosts save the same step together.
+Multi-process runs (a pod slice, a GPU cluster, `jax.distributed`) use JAX's
+coordination service, as MaxText does: its preemption notifier catches the
+scheduler's SIGTERM on any host, the service picks the next step every host
+will reach, and `CheckpointManager.reached_preemption(step)` turns True at
+that step on every host at once; no per-step host collective is needed.
+
+A single process without `jax.distributed` has no coordination service, so
+there a SIGTERM handler sets a flag that the loop polls between steps (never
+inside a jitted call or an Orbax write).
 """
 
 from __future__ import annotations
@@ -13,29 +17,34 @@ import signal
 import threading
 from typing import Any
 
-import jax
-import numpy as np
-from jax.experimental import multihost_utils
+from jax._src import distributed as _distributed  # the coordination-service client (no public getter)
+
+
+def coordination_service_running() -> bool:
+    """True after `jax.distributed.initialize()` (multi-controller runs)."""
+    return _distributed.global_state.client is not None
 
 
 class PreemptionWatcher:
-    """Context manager that catches SIGTERM (and optionally other signals).
+    """Context manager: `should_stop(step)` is True at the step every process saves at and stops.
 
     Args:
-      sync_every: in multi-process runs, how often (in steps) flags are
-        exchanged; 1 on a single process costs nothing.
-      signals: which signals mean "save and stop".
+      checkpoint_manager: the run's `ocp.CheckpointManager` (its
+        `reached_preemption` asks the coordination service).
+      signals: what means "save and stop" for a lone process.
     """
 
-    def __init__(self, sync_every: int = 1, signals: tuple[int, ...] = (signal.SIGTERM,)):
-        self.sync_every = max(int(sync_every), 1)
+    def __init__(self, checkpoint_manager: Any, signals: tuple[int, ...] = (signal.SIGTERM,)):
+        self._manager = checkpoint_manager
+        self._coordinated = coordination_service_running()
         self.signals = signals
         self._flag = threading.Event()
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> "PreemptionWatcher":
-        # Signal handlers can only be installed from the main thread.
-        if threading.current_thread() is threading.main_thread():
+        # With the coordination service JAX's own notifier owns SIGTERM; a
+        # Python handler would replace it. Handlers need the main thread.
+        if not self._coordinated and threading.current_thread() is threading.main_thread():
             for sig in self.signals:
                 self._previous[sig] = signal.signal(sig, self._handle)
         return self
@@ -49,14 +58,11 @@ class PreemptionWatcher:
         self._flag.set()
 
     def request(self) -> None:
-        """Marks a preemption (used by tests and by callers with other notifiers)."""
+        """Marks a preemption of a lone process (tests, other notifiers)."""
         self._flag.set()
 
     def should_stop(self, step: int) -> bool:
-        """True when this run (all processes) must save and stop after `step`."""
-        if jax.process_count() == 1:
-            return self._flag.is_set()
-        if step % self.sync_every:
-            return False
-        flags = multihost_utils.process_allgather(np.asarray(self._flag.is_set(), np.int32))
-        return bool(np.any(flags))
+        """True when this run (all processes) must save and stop after `step`; call it every step."""
+        if self._coordinated:
+            return bool(self._manager.reached_preemption(step))
+        return self._flag.is_set()

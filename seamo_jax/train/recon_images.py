@@ -11,12 +11,14 @@ which is exact for visible patches and the best available for masked ones.
 
 from __future__ import annotations
 
-import pathlib
+import io
 from typing import Mapping
 
 import numpy as np
+from etils import epath
 from PIL import Image
 
+from seamo_jax.paths import PathLike, user_path
 from seamo_jax.sensors import RGB_BANDS, SensorSpec
 
 MASK_GREY = 0.5
@@ -98,10 +100,10 @@ def recon_grid(views: np.ndarray, preds: np.ndarray, masks: np.ndarray, spec: Se
     return (grid * 255).round().astype(np.uint8)
 
 
-def write_recon_images(out_dir: str | pathlib.Path, step: int, views: Mapping[str, np.ndarray],
+def write_recon_images(out_dir: PathLike, step: int, views: Mapping[str, np.ndarray],
                        preds: Mapping[str, np.ndarray], mask: np.ndarray, modalities: tuple[str, ...],
                        specs: Mapping[str, SensorSpec], patch_size: int, norm_pix_loss: bool,
-                       scale: int = 4) -> list[pathlib.Path]:
+                       scale: int = 4) -> list[epath.Path]:
     """Writes `<out_dir>/step_<step>_<modality>.png` for sample 0 of the batch.
 
     Args:
@@ -112,7 +114,7 @@ def write_recon_images(out_dir: str | pathlib.Path, step: int, views: Mapping[st
     Returns:
       the written paths.
     """
-    out_dir = pathlib.Path(out_dir)
+    out_dir = user_path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for index, m in enumerate(modalities):
@@ -123,6 +125,8 @@ def write_recon_images(out_dir: str | pathlib.Path, step: int, views: Mapping[st
         image = Image.fromarray(grid)
         image = image.resize((grid.shape[1] * scale, grid.shape[0] * scale), Image.NEAREST)
         path = out_dir / f"step_{step:06d}_{m}.png"
-        image.save(path)
+        encoded = io.BytesIO()
+        image.save(encoded, format="PNG")
+        path.write_bytes(encoded.getvalue())  # whole-file write: works on object stores
         paths.append(path)
     return paths

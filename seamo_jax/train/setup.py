@@ -7,7 +7,6 @@ same objects without running it.
 from __future__ import annotations
 
 import dataclasses
-import pathlib
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -17,8 +16,9 @@ import optax
 from jax.sharding import Mesh
 
 from seamo_jax import models, parallel
-from seamo_jax.data.global_batch import to_global_batch
+from seamo_jax.data.global_batch import loader_shard, to_global_batch
 from seamo_jax.data.pipeline import make_train_iterator
+from seamo_jax.paths import PathLike, user_path
 from seamo_jax.sensors import SensorSpec
 from seamo_jax.train import checkpoint as ckpt_lib
 from seamo_jax.train.optimizer import make_optimizer
@@ -47,21 +47,11 @@ class TrainSetup:
     checkpointer: ckpt_lib.Checkpointer | None = None
     warm_start_report: dict | None = None
 
+    batch_sharding: Any = None  # NamedSharding of the batch axis, from the config's batch rules
+
     def to_global(self, local_batch: Any) -> Any:
-        return to_global_batch(local_batch, self.mesh)
-
-
-def build_model_from_config(config: ml_collections.ConfigDict, specs: dict[str, SensorSpec]) -> nn.Module:
-    """SeaMo for `config`; `config.model.num_seasons` (if set) overrides the season-table size,
-    so a 1-season phase-1 model can carry the 4-row table phase 2 reuses."""
-    return models.build_model(
-        config.model,
-        modalities=tuple(config.data.modalities),
-        in_chans={m: specs[m].num_bands for m in config.data.modalities},
-        num_seasons=int(config.model.get("num_seasons", None) or config.data.seasons),
-        image_size=int(config.data.crop_size),
-        mask_ratio=float(config.mask.ratio),
-    )
+        """This process's rows (numpy) -> the global batch, placed with the batch rules."""
+        return to_global_batch(local_batch, self.batch_sharding)
 
 
 def check_batch_layout(config: ml_collections.ConfigDict, mesh: Mesh, batch_axes: tuple[str, ...]) -> None:
@@ -73,8 +63,9 @@ def check_batch_layout(config: ml_collections.ConfigDict, mesh: Mesh, batch_axes
         raise ValueError(
             f"config.data.batch_size={batch} must be divisible by data shards ({shards}, mesh {dict(mesh.shape)}) "
             f"x optim.grad_accum_steps ({accum})")
-    if batch % jax.process_count():
-        raise ValueError(f"config.data.batch_size={batch} not divisible by {jax.process_count()} processes")
+    loaders = loader_shard(parallel.batch_sharding(mesh, batch_axes)).count
+    if batch % loaders:
+        raise ValueError(f"config.data.batch_size={batch} not divisible by the {loaders} data shards the processes load")
 
 
 def init_train_state(model: nn.Module, tx: optax.GradientTransformation, seed: int, mesh: Mesh, rules: tuple,
@@ -95,7 +86,7 @@ def init_train_state(model: nn.Module, tx: optax.GradientTransformation, seed: i
     return state, shardings, params_shardings
 
 
-def build_train_setup(config: ml_collections.ConfigDict, workdir: str | pathlib.Path | None, source: Any, *,
+def build_train_setup(config: ml_collections.ConfigDict, workdir: PathLike | None, source: Any, *,
                       mesh: Mesh | None = None) -> TrainSetup:
     """Builds the full training setup; resumes from `<workdir>/checkpoints` if it holds a checkpoint.
 
@@ -110,7 +101,7 @@ def build_train_setup(config: ml_collections.ConfigDict, workdir: str | pathlib.
     batch_axes = parallel.batch_mesh_axes(rules)
     check_batch_layout(config, mesh, batch_axes)
     specs = ckpt_lib.sensor_specs_from_config(config.data)
-    model = build_model_from_config(config, specs)
+    model = models.build_model_from_config(config, specs, mesh=mesh)  # resolves model.cpu_kernels once
     tx, schedule = make_optimizer(config.optim, int(config.train.num_steps))
     state, shardings, params_shardings = init_train_state(
         model, tx, int(config.seed), mesh, rules, parallel.data_parallel_size(mesh, batch_axes))
@@ -126,16 +117,17 @@ def build_train_setup(config: ml_collections.ConfigDict, workdir: str | pathlib.
                                    grad_accum_steps=int(config.optim.get("grad_accum_steps", 1)),
                                    batch_axes=batch_axes, activation_constraints=constraints),
         predict=make_predict_fn(model, mesh, rules, params_shardings, batch_sharding, constraints),
-        num_params=models.param_count(state.params),
+        num_params=models.param_count(state.params), batch_sharding=batch_sharding,
     )
     if source is not None:
-        setup.iterator = make_train_iterator(config, source)
+        shard = loader_shard(batch_sharding)  # processes holding the same batch rows read the same records
+        setup.iterator = make_train_iterator(config, source, shard_index=shard.index, shard_count=shard.count)
     if workdir is None:
         return setup
     ckpt_lib.write_run_metadata(workdir, config, specs)
     train = config.train
     setup.checkpointer = ckpt_lib.Checkpointer(
-        pathlib.Path(workdir) / ckpt_lib.CHECKPOINT_SUBDIR, save_every=int(train.checkpoint_every),
+        user_path(workdir) / ckpt_lib.CHECKPOINT_SUBDIR, save_every=int(train.checkpoint_every),
         keep=int(train.keep_checkpoints), keep_best=int(train.get("keep_best", 0) or 0),
         async_save=bool(train.get("async_checkpointing", True)),
         compression=bool(train.get("checkpoint_compression", False)))
@@ -143,9 +135,8 @@ def build_train_setup(config: ml_collections.ConfigDict, workdir: str | pathlib.
         target = ckpt_lib.abstract_with_shardings(jax.eval_shape(lambda s: s, state), shardings)
         del state, setup.state  # free the fresh state before reading the checkpoint
         setup.state, setup.iterator = setup.checkpointer.restore(target, setup.iterator)
-    elif config.get("init_from", None):
-        pretrained, _, _ = ckpt_lib.load_params(config.init_from)
-        params, setup.warm_start_report = warm_start_params(state.params, pretrained, params_shardings)
+    elif config.init_from:
+        params, setup.warm_start_report = warm_start_params(state.params, config.init_from, params_shardings)
         # Re-create the optimiser state for the new params (phase 2 starts its own schedule).
         setup.state = jax.jit(lambda p: state.replace(params=p, opt_state=tx.init(p)),
                               out_shardings=shardings)(params)

@@ -10,12 +10,50 @@ from __future__ import annotations
 
 import json
 import math
-import pathlib
 import time
 from typing import Mapping
 
 import tqdm
+from etils import epath
 from tensorboardX import SummaryWriter
+
+from seamo_jax.paths import PathLike, is_url, user_path
+
+
+class JsonlSink:
+    """Appends JSON lines to a local file or an object-store URL.
+
+    Object stores cannot append, so for URLs the file is rewritten whole from
+    an in-memory copy (started from what a resumed run already wrote) at each
+    `flush`; metrics files are small (one line per log step).
+    """
+
+    def __init__(self, path: epath.Path):
+        self.path = path
+        self._remote = is_url(path)
+        if self._remote:
+            self._lines = path.read_text().splitlines(keepends=True) if path.exists() else []
+            self._file = None
+        else:
+            self._file = open(path, "a", encoding="utf-8")  # local: a real append, line-buffered by flush
+
+    def write(self, record: Mapping) -> None:
+        line = json.dumps(record) + "\n"
+        if self._remote:
+            self._lines.append(line)
+        else:
+            self._file.write(line)
+
+    def flush(self) -> None:
+        if self._remote:
+            self.path.write_text("".join(self._lines))
+        else:
+            self._file.flush()
+
+    def close(self) -> None:
+        self.flush()
+        if self._file is not None:
+            self._file.close()
 
 
 class Telemetry:
@@ -30,11 +68,11 @@ class Telemetry:
       progress_bar: show tqdm.
     """
 
-    def __init__(self, workdir: str | pathlib.Path, *, total_steps: int, start_step: int, global_batch_size: int,
+    def __init__(self, workdir: PathLike, *, total_steps: int, start_step: int, global_batch_size: int,
                  enabled: bool = True, progress_bar: bool = True):
         self.enabled = enabled
         self.global_batch_size = global_batch_size
-        self.workdir = pathlib.Path(workdir)
+        self.workdir = user_path(workdir)
         self.tensorboard_dir = self.workdir / "tensorboard"
         self.jsonl_path = self.workdir / "metrics.jsonl"
         self._bar = None
@@ -44,8 +82,9 @@ class Telemetry:
             return
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._writer = SummaryWriter(str(self.tensorboard_dir))
-        # Append: a resumed run continues the same file.
-        self._jsonl = open(self.jsonl_path, "a", encoding="utf-8")
+        # Append: a resumed run continues the same file. TensorBoardX writes
+        # gs:// (and s3://) event files itself.
+        self._jsonl = JsonlSink(self.jsonl_path)
         if progress_bar:
             self._bar = tqdm.tqdm(total=total_steps, initial=start_step, desc="pretrain", unit="step",
                                   dynamic_ncols=True)
@@ -62,7 +101,7 @@ class Telemetry:
         record["time"] = time.time()
         if not self.enabled:
             return record
-        self._jsonl.write(json.dumps(record) + "\n")
+        self._jsonl.write(record)
         self._jsonl.flush()
         for key, value in record.items():
             if key not in ("step", "time") and math.isfinite(value):

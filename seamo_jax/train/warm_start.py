@@ -4,6 +4,11 @@ Phase 2 of SeaMo (4 seasons + TM fusion) starts from phase 1 (1 season, no
 fusion). Every param whose path and shape exist in the phase-1 checkpoint is
 copied; the rest (TM blocks, anything resized) keeps its fresh init. The
 report lists both, so a silently mismatched name cannot go unnoticed.
+
+The checkpoint is read straight into the fresh params' shardings
+(`checkpoint.restore_params`, a partial Orbax restore) and merged inside one
+jit, so on a pod every host reads only its own shards and no host ever holds
+the full params.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ from typing import Any
 import jax
 
 from seamo_jax.models import layer_layout
+from seamo_jax.paths import PathLike
+from seamo_jax.train import checkpoint as ckpt_lib
 
 PyTree = Any
 
@@ -21,32 +28,28 @@ def _flat(tree: PyTree) -> dict[str, Any]:
     return {jax.tree_util.keystr(path): leaf for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
 
 
-def warm_start_params(params: PyTree, pretrained: PyTree, shardings: PyTree) -> tuple[PyTree, dict[str, list[str]]]:
-    """Copies matching leaves of `pretrained` into `params`.
+def warm_start_params(params: PyTree, checkpoint_dir: PathLike, shardings: PyTree, step: int | None = None
+                      ) -> tuple[PyTree, dict[str, list[str]]]:
+    """`params` with every leaf the checkpoint has (same path and shape) replaced by the checkpoint's.
 
     Args:
-      params: freshly initialised (sharded) params.
-      pretrained: params read with `load_params` (any placement).
-      shardings: NamedSharding tree of `params`; copied leaves are placed with it.
+      params: freshly initialised, sharded params (global arrays).
+      checkpoint_dir: the run to start from (workdir or checkpoints/ dir, local or URL).
+      shardings: NamedSharding tree of `params`; the result keeps it.
+      step: checkpoint step (default latest).
     Returns:
       (params, report) with report keys "copied", "fresh" (not in the
       checkpoint or different shape) and "unused" (checkpoint-only leaves).
     """
-    # Phase 1 may have run with the other `scan_layers` setting.
-    source = _flat(layer_layout.match_layout(pretrained, like=params))
-    report: dict[str, list[str]] = {"copied": [], "fresh": [], "unused": []}
-    used = set()
+    target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), params, shardings)
+    restored, report = ckpt_lib.restore_params(checkpoint_dir, target, step=step)
 
-    def take(path, leaf, sharding):
-        key = jax.tree_util.keystr(path)
-        old = source.get(key)
-        if old is None or tuple(old.shape) != tuple(leaf.shape):
-            report["fresh"].append(key)
-            return leaf
-        used.add(key)
-        report["copied"].append(key)
-        return jax.device_put(jax.numpy.asarray(old, leaf.dtype), sharding)
+    def merge(fresh: PyTree, pretrained: dict) -> PyTree:
+        # Phase 1 may have run with the other `scan_layers` setting: convert
+        # inside jit, so the (un)stacking is a device-side slice of shards.
+        source = _flat(layer_layout.match_layout(pretrained, like=fresh))
+        return jax.tree_util.tree_map_with_path(
+            lambda path, leaf: source.get(jax.tree_util.keystr(path), leaf).astype(leaf.dtype), fresh)
 
-    params = jax.tree_util.tree_map_with_path(take, params, shardings)
-    report["unused"] = sorted(set(source) - used)
-    return params, report
+    merged = jax.jit(merge, out_shardings=shardings, donate_argnums=0)(params, restored)
+    return merged, report
