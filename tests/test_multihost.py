@@ -61,3 +61,28 @@ def test_model_axis_across_processes_loads_same_samples_and_matches_one_process(
     assert one["first_batch_sha256"] == two[0]["first_batch_sha256"]
     np.testing.assert_allclose(two[0]["loss_start"], one["loss_start"], rtol=1e-5)
     np.testing.assert_allclose(two[0]["loss_end"], one["loss_end"], rtol=1e-5)
+
+
+@pytest.mark.slow  # 2 processes, ~1-2 min
+def test_sigterm_on_one_host_saves_the_same_step_on_both_and_exits_cleanly(tmp_path):
+    """JAX's coordination service spreads one host's preemption notice; both save one agreed step."""
+    import json
+    import signal
+    import subprocess
+
+    from test_train_resume import wait_for_checkpoint
+
+    workdir, port = tmp_path / "run", free_port()
+    env = worker_env(4, str(tmp_path / "jax_cache"))
+    procs = [subprocess.Popen(worker_cmd(workdir, "--num-processes", "2", "--process-id", str(i), "--port", str(port),
+                                         "--checkpoint-every", "4", "--slow-after-reads", "48", steps=40),
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    wait_for_checkpoint(procs[0], workdir, 4)
+    procs[0].send_signal(signal.SIGTERM)  # host 0 only, as when one VM of a slice is preempted
+    outs = [p.communicate(timeout=600) for p in procs]
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-4000:]
+    summaries = [json.loads(out.split("SUMMARY ", 1)[1].splitlines()[0]) for out, _ in outs]
+    assert all(s["preempted"] for s in summaries)
+    assert summaries[0]["final_step"] == summaries[1]["final_step"] < 40
+    assert (workdir / "checkpoints" / str(summaries[0]["final_step"])).is_dir()

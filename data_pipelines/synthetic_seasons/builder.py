@@ -11,6 +11,17 @@ live side by side in one data_dir. Records are written in parallel by
 `data_pipelines.writer` (`writer="parallel"`, default) or by TFDS's own
 single-process writer (`writer="tfds"`, kept to compare speeds); both write
 identical records in ArrayRecord shards.
+
+Two label sets (`labels=`), with the same record schema:
+
+  * "scene" (default): the label is the spatial layout of two random covers
+    (`generator.py`, `layouts.py`); band statistics say nothing about it.
+    Config names carry no suffix, as before this option existed.
+  * "land_cover": the label is the tile's dominant land cover among crop types
+    with different calendars, flooded / dry vegetation, urban / bare soil and
+    water (`land_cover.py`, `land_cover_spectra.py`); telling them apart needs
+    the seasons, SAR, or both. Config names end in "_land_cover"
+    ("tile48_train1536_test512_seed0_land_cover"), so the two sets never share a directory.
 """
 
 from __future__ import annotations
@@ -25,9 +36,14 @@ from etils import epath
 
 from data_pipelines import writer as writer_lib
 from data_pipelines.features import record_features
-from data_pipelines.synthetic_seasons import generator
+from data_pipelines.synthetic_seasons import generator, land_cover
 
-_CONFIG_NAME = re.compile(r"^tile(\d+)_train(\d+)_test(\d+)_seed(\d+)$")
+# labels -> (class names, tile function (seed, split, index, tile_size) -> record dict).
+LABEL_SETS: dict[str, tuple[tuple[str, ...], Any]] = {
+    "scene": (generator.SCENE_CLASSES, generator.generate_tile),
+    "land_cover": (land_cover.LAND_COVER_CLASSES, land_cover.generate_land_cover_tile),
+}
+_CONFIG_NAME = re.compile(r"^tile(\d+)_train(\d+)_test(\d+)_seed(\d+)(?:_(land_cover))?$")
 
 
 @dataclasses.dataclass(eq=False)
@@ -38,29 +54,34 @@ class SyntheticSeasonsConfig(tfds.core.BuilderConfig):
     num_train: int = 1536
     num_test: int = 512
     seed: int = 0
+    labels: str = "scene"
 
     @classmethod
-    def from_params(cls, tile_size: int = 48, num_train: int = 1536, num_test: int = 512, seed: int = 0
-                    ) -> "SyntheticSeasonsConfig":
+    def from_params(cls, tile_size: int = 48, num_train: int = 1536, num_test: int = 512, seed: int = 0,
+                    labels: str = "scene") -> "SyntheticSeasonsConfig":
         if tile_size < 8 or num_train < 1 or num_test < 1 or seed < 0:
             raise ValueError(f"bad synthetic_seasons parameters: tile_size={tile_size}, num_train={num_train}, "
                              f"num_test={num_test}, seed={seed}")
-        return cls(name=f"tile{tile_size}_train{num_train}_test{num_test}_seed{seed}",
-                   description=f"{tile_size}px tiles, {num_train} train / {num_test} test, seed {seed}",
-                   tile_size=tile_size, num_train=num_train, num_test=num_test, seed=seed)
+        if labels not in LABEL_SETS:
+            raise ValueError(f"synthetic_seasons labels must be one of {sorted(LABEL_SETS)}, got {labels!r}")
+        suffix = "" if labels == "scene" else f"_{labels}"  # "scene" keeps the names of existing datasets
+        return cls(name=f"tile{tile_size}_train{num_train}_test{num_test}_seed{seed}{suffix}",
+                   description=f"{tile_size}px tiles, {num_train} train / {num_test} test, seed {seed}, "
+                               f"{labels} labels",
+                   tile_size=tile_size, num_train=num_train, num_test=num_test, seed=seed, labels=labels)
 
     @classmethod
     def from_name(cls, name: str) -> "SyntheticSeasonsConfig":
         match = _CONFIG_NAME.match(name)
         if match is None:
             raise ValueError(f"synthetic_seasons config name {name!r} is not of the form "
-                             "tile<T>_train<N>_test<M>_seed<S>")
-        tile_size, num_train, num_test, seed = (int(group) for group in match.groups())
-        return cls.from_params(tile_size, num_train, num_test, seed)
+                             "tile<T>_train<N>_test<M>_seed<S>[_land_cover]")
+        tile_size, num_train, num_test, seed = (int(group) for group in match.groups()[:4])
+        return cls.from_params(tile_size, num_train, num_test, seed, labels=match.group(5) or "scene")
 
 
 class SyntheticSeasons(tfds.core.GeneratorBasedBuilder):
-    """Synthetic 4-season Sentinel-1 GRD + Sentinel-2 L1C tiles with scene-layout labels."""
+    """Synthetic 4-season Sentinel-1 GRD + Sentinel-2 L1C tiles with scene-layout or land-cover labels."""
 
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "Initial release."}
@@ -70,17 +91,18 @@ class SyntheticSeasons(tfds.core.GeneratorBasedBuilder):
     code_path = epath.Path(__file__)
 
     def __init__(self, *, tile_size: int | None = None, num_train: int | None = None, num_test: int | None = None,
-                 seed: int | None = None, num_workers: int | None = None, writer: str = "parallel",
-                 config: str | SyntheticSeasonsConfig | None = None, **kwargs: Any):
+                 seed: int | None = None, labels: str | None = None, num_workers: int | None = None,
+                 writer: str = "parallel", config: str | SyntheticSeasonsConfig | None = None, **kwargs: Any):
         """Args:
           tile_size, num_train, num_test, seed: generator parameters (defaults:
             48, 1536, 512, 0); or give `config` (a config or its name) instead.
+          labels: "scene" (default) or "land_cover" (see the module docstring).
           num_workers: writer processes (None = all cores).
           writer: "parallel" (data_pipelines.writer) or "tfds" (TFDS's writer).
           **kwargs: DatasetBuilder arguments (data_dir, version, file_format).
         """
-        params = {key: value for key, value in dict(tile_size=tile_size, num_train=num_train,
-                                                     num_test=num_test, seed=seed).items() if value is not None}
+        params = {key: value for key, value in dict(tile_size=tile_size, num_train=num_train, num_test=num_test,
+                                                     seed=seed, labels=labels).items() if value is not None}
         if isinstance(config, str):
             config = SyntheticSeasonsConfig.from_name(config)
         if config is not None and params:
@@ -102,11 +124,11 @@ class SyntheticSeasons(tfds.core.GeneratorBasedBuilder):
         return self.dataset_info_from_configs(
             description=__doc__.split("\n")[0],
             features=record_features(num_seasons=generator.NUM_SEASONS, tile_size=config.tile_size,
-                                     class_names=generator.SCENE_CLASSES, with_s1=True),
+                                     class_names=LABEL_SETS[config.labels][0], with_s1=True),
             metadata=tfds.core.MetadataDict(
                 sensors={"s2": "s2_l1c", "s1": "s1_grd"},
                 generator=dict(tile_size=config.tile_size, num_train=config.num_train,
-                               num_test=config.num_test, seed=config.seed)),
+                               num_test=config.num_test, seed=config.seed, labels=config.labels)),
         )
 
     def _split_sizes(self) -> dict[str, int]:
@@ -116,7 +138,7 @@ class SyntheticSeasons(tfds.core.GeneratorBasedBuilder):
     def _make_example_fn(self, split: str) -> functools.partial:
         config: SyntheticSeasonsConfig = self.builder_config
         # A partial of a module-level function pickles to worker processes.
-        return functools.partial(_example, config.seed, split, config.tile_size)
+        return functools.partial(_example, config.seed, split, config.tile_size, config.labels)
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict[str, Iterator]:
         return {split: self._generate_examples(split, count) for split, count in self._split_sizes().items()}
@@ -139,5 +161,5 @@ class SyntheticSeasons(tfds.core.GeneratorBasedBuilder):
         self.info.set_splits(tfds.core.SplitDict(split_infos))
 
 
-def _example(seed: int, split: str, tile_size: int, index: int) -> dict:
-    return generator.generate_tile(seed, split, index, tile_size)
+def _example(seed: int, split: str, tile_size: int, labels: str, index: int) -> dict:
+    return LABEL_SETS[labels][1](seed, split, index, tile_size)

@@ -1,4 +1,6 @@
-"""Checks that synthetic labels need spatial structure, not band statistics.
+"""Checks what the synthetic labels need: spatial structure (scene labels), seasons and SAR (land cover).
+
+Scene labels (`--labels scene`, default):
 
 Fits the same multinomial logistic regression on two feature sets of the
 same tiles and prints held-out accuracies:
@@ -12,6 +14,15 @@ same tiles and prints held-out accuracies:
       crop's dominant spectral component. Should be clearly above chance.
 
     python -m data_pipelines.synthetic_seasons.check_labels --num_tiles 2100
+
+Land-cover labels (`--labels land_cover`, `run_land_cover`): the same classifier on
+the central 32 px crop (what the probe sees), per feature set and per class
+group (all 9 classes, the 4 crops, flooded vs dry vegetation, urban vs bare
+soil): per-band means of one S2 date, of all four S2 dates, of S1, of both;
+then band mean+std (`seamo_jax.evaluate.band_stats`) and texture features
+(`seamo_jax.evaluate.texture`) of S2+S1 over four seasons, the probe's two baselines.
+
+    python -m data_pipelines.synthetic_seasons.check_labels --labels land_cover --num_tiles 2700
 """
 
 from __future__ import annotations
@@ -21,7 +32,9 @@ import time
 
 import numpy as np
 
+from data_pipelines.synthetic_seasons import land_cover_spectra as lcs
 from data_pipelines.synthetic_seasons.generator import SCENE_CLASSES, generate_tile
+from data_pipelines.synthetic_seasons.land_cover import LAND_COVER_CLASSES, generate_land_cover_tile
 
 CROP = 32
 
@@ -133,12 +146,92 @@ def run(num_tiles: int, tile_size: int, seed: int, test_fraction: float = 1 / 3)
     return results
 
 
+# ---- land-cover labels ----
+
+LAND_COVER_GROUPS: dict[str, tuple[int, ...]] = {
+    "all": tuple(range(lcs.NUM_CLASSES)),
+    "crops": lcs.CROPS,
+    "flooded_vs_dry": (lcs.DRY_VEGETATION, lcs.FLOODED_VEGETATION),
+    "urban_vs_bare": (lcs.URBAN, lcs.BARE_SOIL),
+}
+
+
+def centre_crop(tile: dict, crop: int = CROP) -> dict[str, np.ndarray]:
+    """The central crop x crop window of s2 and s1 (the probe's "center" crop): [S, crop, crop, C] each."""
+    start = (tile["s2"].shape[1] - crop) // 2
+    return {key: tile[key][:, start:start + crop, start:start + crop] for key in ("s2", "s1")}
+
+
+def land_cover_feature_sets(crops: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Feature set name -> float64 [N, D] for the land-cover check.
+
+    Per-band means (log reflectance for S2, dB for S1) of single S2 dates, all
+    S2 dates, S1, both; then the probe's baselines on S2+S1 x 4 seasons.
+    """
+    from seamo_jax.evaluate import band_stats, texture  # local: the scene check does not need them
+
+    s2 = np.stack([np.log1p(c["s2"].astype(np.float64)).mean(axis=(1, 2)) for c in crops])  # [N, S, 13]
+    s1 = np.stack([c["s1"].astype(np.float64).mean(axis=(1, 2)) for c in crops])            # [N, S, 2]
+    sets = {f"S2 means, season {season}": s2[:, season] for season in range(s2.shape[1])}
+    sets["S2 means, 4 seasons"] = s2.reshape(len(crops), -1)
+    sets["S1 means, 4 seasons"] = s1.reshape(len(crops), -1)
+    sets["S2+S1 means, 4 seasons"] = np.concatenate([sets["S2 means, 4 seasons"], sets["S1 means, 4 seasons"]], 1)
+    raw = {key: np.stack([c[key] for c in crops]) for key in ("s2", "s1")}
+    sets["band_stats S2+S1, 4 seasons"] = band_stats.band_statistics(raw, ("s2", "s1")).astype(np.float64)
+    sets["texture S2+S1, 4 seasons"] = texture.texture_features(raw, ("s2", "s1")).astype(np.float64)
+    return sets
+
+
+def run_land_cover(num_tiles: int, tile_size: int, seed: int, test_fraction: float = 1 / 3
+                   ) -> dict[str, dict[str, float]]:
+    """Held-out accuracy per class group and feature set on land-cover tiles.
+
+    Returns:
+      group -> {"chance": majority share, "num_tiles": n, feature set -> test accuracy};
+      plus "timing" -> {"generate_ms_per_tile": ...}.
+    """
+    start = time.perf_counter()
+    tiles = [generate_land_cover_tile(seed, "check", index, tile_size) for index in range(num_tiles)]
+    generate_seconds = time.perf_counter() - start
+    labels = np.array([tile["label"] for tile in tiles])
+    sets = land_cover_feature_sets([centre_crop(tile) for tile in tiles])
+    results: dict[str, dict[str, float]] = {"timing": {"generate_ms_per_tile": 1e3 * generate_seconds / num_tiles}}
+    for group, classes in LAND_COVER_GROUPS.items():
+        rows = np.flatnonzero(np.isin(labels, classes))
+        group_labels = np.searchsorted(np.array(classes), labels[rows])  # classes are sorted
+        num_test = int(len(rows) * test_fraction)
+        entry = {"chance": float(np.bincount(group_labels).max() / len(rows)), "num_tiles": float(len(rows))}
+        for name, features in sets.items():
+            x = features[rows]
+            model = fit_logistic_regression(x[num_test:], group_labels[num_test:], len(classes))
+            entry[name] = accuracy(model, x[:num_test], group_labels[:num_test])
+        results[group] = entry
+    return results
+
+
+def format_land_cover(results: dict[str, dict[str, float]]) -> str:
+    """A text table: feature sets down, class groups across."""
+    groups = [g for g in LAND_COVER_GROUPS if g in results]
+    names = [k for k in results[groups[0]] if k not in ("chance", "num_tiles")]
+    lines = [f"{'held-out accuracy':<30}" + "".join(f"{g:>16}" for g in groups),
+             f"{'(tiles in group)':<30}" + "".join(f"{int(results[g]['num_tiles']):>16d}" for g in groups),
+             f"{'chance (majority class)':<30}" + "".join(f"{results[g]['chance']:>16.3f}" for g in groups)]
+    lines += [f"{name:<30}" + "".join(f"{results[g][name]:>16.3f}" for g in groups) for name in names]
+    lines.append(f"generator: {results['timing']['generate_ms_per_tile']:.2f} ms/tile; classes: "
+                 + ", ".join(LAND_COVER_CLASSES))
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--num_tiles", type=int, default=2100)
     parser.add_argument("--tile_size", type=int, default=48)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--labels", choices=("scene", "land_cover"), default="scene")
     args = parser.parse_args()
+    if args.labels == "land_cover":
+        print(format_land_cover(run_land_cover(args.num_tiles, args.tile_size, args.seed)))
+        return
     results = run(args.num_tiles, args.tile_size, args.seed)
     print(f"classes: {len(SCENE_CLASSES)}  majority-class (chance) accuracy: {results['chance']:.3f}")
     print(f"generator: {results['generate_ms_per_tile']:.2f} ms/tile")

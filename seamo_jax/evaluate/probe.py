@@ -28,8 +28,12 @@ from etils import epath
 from seamo_jax import parallel
 from seamo_jax.paths import user_path
 from seamo_jax.evaluate import band_stats, encoders, features, knn, linear_probe, multilabel, probe_data, report, splits, stats
+from seamo_jax.evaluate import texture
 
-ENCODERS = ("pretrained", "random_init", "band_stats")
+ENCODERS = ("pretrained", "random_init", "band_stats", "texture")  # every encoder config.probe.encoders may name
+DEFAULT_ENCODERS = ("pretrained", "random_init", "band_stats")     # when config.probe.encoders is not given
+# No-network baselines computed from the raw views: name -> fn(raw_views, modalities, seasons) -> [N, D].
+FIXED_FEATURES = {"band_stats": band_stats.band_statistics, "texture": texture.texture_features}
 
 
 def _get(config: Any, key: str, default: Any) -> Any:
@@ -107,7 +111,10 @@ def run_probe(config: Any, checkpoint_dir: str | None = None, out_dir: str | Non
     seeds = tuple(int(s) for s in config.probe.seeds)
     fractions = tuple(float(f) for f in _get(config, "label_fractions", (1.0,)))
     resplit = float(_get(config, "resplit_test_fraction", 0.0))
-    wanted = tuple(_get(config, "encoders", ENCODERS))
+    wanted = tuple(_get(config, "encoders", DEFAULT_ENCODERS))
+    unknown = [e for e in wanted if e not in ENCODERS]
+    if unknown:
+        raise ValueError(f"unknown probe encoders {unknown}; known: {ENCODERS}")
     encoder_names = [e for e in wanted if e != "pretrained" or source.pretrained is not None]
     cache_dir = _get(config, "cache_dir", "") or out_dir / "feature_cache"
     split_dir = out_dir / "splits"
@@ -134,8 +141,8 @@ def run_probe(config: Any, checkpoint_dir: str | None = None, out_dir: str | Non
             per_metric: dict[tuple[str, float], list] = {}
             fixed_features = None
             for seed in seeds:
-                if encoder_name == "band_stats":
-                    fixed_features = fixed_features if fixed_features is not None else band_stats.band_statistics(
+                if encoder_name in FIXED_FEATURES:
+                    fixed_features = fixed_features if fixed_features is not None else FIXED_FEATURES[encoder_name](
                         pooled["raw_views"], input_set["modalities"], input_set["seasons"])
                     feats = fixed_features
                 elif encoder_name == "pretrained":
@@ -169,6 +176,8 @@ def run_probe(config: Any, checkpoint_dir: str | None = None, out_dir: str | Non
                      "knn": f"cosine, k={_get(config, 'knn_k', knn.DEFAULT_K)}, "
                             f"T={_get(config, 'knn_temperature', knn.DEFAULT_TEMPERATURE)}, weighted votes (DINO)",
                      "band_stats": "per-band spatial mean and std of the raw views, per season and modality",
+                     "texture": "per-band mean, std, gradient, 3x3 local std and GLCM statistics of the raw views "
+                                "(texture.py), per season and modality",
                      "pool": pool, "l2_grid": list(_get(config, "l2_grid", linear_probe.DEFAULT_L2_GRID))},
         "results": rows,
     }
