@@ -6,7 +6,8 @@ plus a few config overrides (ARMS). Each arm is pretrained with
 probed on frozen features with `seamo_jax.evaluate.probe.run_probe`: linear
 probe (L-BFGS logistic regression) and kNN top-1 at 100% of the labels,
 3 seeds, mean / std / 95% t-interval, next to run_probe's baselines on the
-same inputs (the same architecture at random init, per-band mean/std).
+same inputs (the same architecture at random init, per-band mean/std, and
+whatever else --probe-config lists, e.g. the texture baseline).
 
   a         S2 only, 1 season, no fusion: plain MAE
   b         S1+S2, 1 season, no TM
@@ -34,10 +35,19 @@ disjoint 32 px views fit in a tile; labels from --labels (builder kwarg
 `labels`; '' = the builder's default scene-layout labels); the probe reads
 that same dataset, with the other settings of --probe-config.
 
-    python benchmarks/ablation.py --out docs/ablation.md      # all 8 arms, <= 40 min on 2 CPU cores
-    python benchmarks/ablation.py --quick                     # smoke: arms a,d, tiny set, few steps, 1 seed
-    python benchmarks/ablation.py --arms d,d_joint --steps 200 --set data.batch_size=32
-    python benchmarks/ablation.py --plan                      # arms, overrides, steps, FLOPs; no training
+    python benchmarks/ablation.py --out docs/ablation.md   # all 8 arms, default labels / probe config
+    python benchmarks/ablation.py --quick                  # smoke: arm d, tiny set, 8 steps, 1 seed (~1.5 min)
+    python benchmarks/ablation.py --quick --arms a,d       # smoke of the single-season path too (~3 min)
+    python benchmarks/ablation.py --arms d,d_joint --steps 100 --set data.batch_size=32
+    python benchmarks/ablation.py --plan                   # arms, overrides, steps, FLOPs; no training
+
+Expected cost (2 CPU cores, extrapolated from --quick runs; arm d at 0.35
+s/step quiet as in the demo, 0.6-0.7 s/step with other jobs running): about
+30 min for all arms on a quiet machine, about 45 min on a shared one; the
+probes take about 40% of it.
+The single-season arms run the longest (8.7x / 5x the steps of d, at more
+overhead per FLOP). XLA's persistent cache in <workdir>/jax_cache lets arms
+with equal programs (d, d_same, d_disjoint) skip compilation.
 
 Prints one JSON line per arm on stdout (progress goes to stderr): settings,
 pretraining steps / FLOPs / wall time / loss, and per probe input and
@@ -76,7 +86,7 @@ ARMS = {  # name -> (description, overrides of BASE_CONFIG on top of COMMON)
 COMMON = ("data.builder_kwargs.tile_size=64", "train.recon_every=0", "train.progress_bar=False",
           "train.keep_checkpoints=1", "train.log_every=50")
 QUICK = ("data.builder_kwargs.num_train=256", "data.builder_kwargs.num_test=128", "probe.num_train=256")
-QUICK_ARMS, QUICK_STEPS = "a,d", 8
+QUICK_ARMS, QUICK_STEPS, DEFAULT_STEPS = "d", 8, 200
 WARMUP_FRACTION = 0.08
 COMMON_INPUT = {"name": "S2, season 0", "modalities": ("s2",), "seasons": (0,)}
 METRICS = {"single_label": ("linear_top1", "knn_top1"), "multi_label": ("macro_map", "micro_map")}
@@ -91,14 +101,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--arms", default="", help=f"comma list of {','.join(ARMS)} (default all; --quick: {QUICK_ARMS})")
     p.add_argument("--steps", type=int, default=None,
-                   help="steps of the reference arm d; the others get the same compute (default 250; --quick 8)")
+                   help=f"steps of the reference arm d; the others get the same compute (default {DEFAULT_STEPS}; "
+                        f"--quick {QUICK_STEPS})")
     p.add_argument("--match", choices=("flops", "tokens", "steps"), default="flops")
     p.add_argument("--seeds", default=None, help="probe seeds, comma list (default 0,1,2; --quick 0)")
-    p.add_argument("--labels", default="land_cover", help="synthetic label set (builder kwarg labels); '' = default")
+    p.add_argument("--labels", default="land_cover",
+                   help="synthetic label set (builder kwarg labels); '' = the builder default (scene)")
     p.add_argument("--probe-config", default="experiments/probe_synthetic.py:land_cover")
     p.add_argument("--workdir", default="runs/ablation", help="<workdir>/tfds, <workdir>/<arm>/{pretrain,probe}")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every arm")
     p.add_argument("--quick", action="store_true", help="smoke run: tiny dataset, few steps, 1 seed")
+    p.add_argument("--no-compile-cache", action="store_true",
+                   help="do not use <workdir>/jax_cache (XLA's persistent cache: arms with equal programs reuse them)")
     p.add_argument("--plan", action="store_true", help="print each arm's plan (JSON lines) and exit")
     p.add_argument("--out", default="", help="also write a Markdown table here, e.g. docs/ablation.md")
     args = p.parse_args(argv)
@@ -106,7 +120,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     unknown = [a for a in args.arms if a not in ARMS]
     if unknown:
         p.error(f"unknown arms {unknown}; known: {list(ARMS)}")
-    args.steps = args.steps or (QUICK_STEPS if args.quick else 250)
+    args.steps = args.steps or (QUICK_STEPS if args.quick else DEFAULT_STEPS)
     args.seeds = tuple(int(s) for s in (args.seeds or ("0" if args.quick else "0,1,2")).split(","))
     return args
 
@@ -245,7 +259,8 @@ def summarize_probe(results: dict, inputs: dict[str, dict]) -> dict:
         entry["roles"].append(role)
         for encoder in dict.fromkeys(r["encoder"] for r in rows if r["input"] == spec["name"]):
             cell = [r for r in rows if r["input"] == spec["name"] and r["encoder"] == encoder]
-            entry[encoder] = {m: _cell(cell, m) for m in METRICS[results["task"]] if any(r["metric"] == m for r in cell)}
+            metrics = [m for m in METRICS[results["task"]] if any(r["metric"] == m for r in cell)]
+            entry[encoder] = {m: _cell(cell, m) for m in metrics}
     return out
 
 
@@ -348,9 +363,12 @@ def main(argv=None) -> list[dict]:
                               **{k: v for k, v in arm.items() if k != "config"},
                               "probe_inputs": probe_inputs(arm["config"])}, default=list))
         return []
+    import jax
     from data_pipelines import registry
     from seamo_jax.train.loop import builder_kwargs
 
+    if not args.no_compile_cache:  # d, d_same, d_disjoint compile the same programs; probes share solvers
+        jax.config.update("jax_compilation_cache_dir", str(pathlib.Path(args.workdir) / "jax_cache"))
     start = time.time()
     base = base_config(args)
     check_inputs(args, base)

@@ -11,7 +11,7 @@ step (models/flops.py: 2 FLOPs per multiply-add, backward = 2 x forward,
 remat recompute not counted) / step time / peak:
   mfu            median over steps of the per-step ratio (step vs. its paired peak);
   mfu_best_peak  median step vs. the best peak seen in the whole run (a
-                 conservative lower figure; the only one before session 2);
+                 conservative lower figure; the only one in the first version);
   mfu_cpu        the paired ratio on process CPU time instead of wall time.
 The process re-executes itself once with the host-malloc tunables of
 seamo_jax/host_memory.py on a CPU run, as the `seamo` command does

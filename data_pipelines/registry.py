@@ -9,7 +9,7 @@ name and talks to them through three functions:
     builder_info("synthetic_seasons", data_dir, num_train=64, num_test=32)
 
 `builder_kwargs` are the builder's constructor arguments (for
-synthetic_seasons: tile_size, num_train, num_test, seed; for the real sets:
+synthetic_seasons: tile_size, num_train, num_test, seed, labels; for the real sets:
 config, ...). They must be the same in all three calls: they select the
 builder config, i.e. the directory the dataset lives in.
 

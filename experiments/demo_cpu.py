@@ -73,7 +73,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.model.tm_carry = "aux_queries"       # aux_queries (paper Fig. 3) | mean_add
     config.model.dtype = "float32"              # compute dtype; params stay float32
     config.model.remat_policy = "none"          # none | full | dots_saveable | dots_with_no_batch_dims_saveable
-    config.model.scan_layers = False            # unrolled: 5-20% faster steps on CPU (docs/session3_notes.md); checkpoints are layout-free
+    config.model.scan_layers = False            # unrolled: 5-19% shorter steps on CPU (docs/performance.md "Layer layout"); checkpoints are layout-free
     config.model.attention_impl = "xla"         # xla (jax.nn.dot_product_attention) | cudnn (GPU flash, bf16/fp16) | pallas_tpu | einsum
     config.model.cpu_kernels = "auto"           # auto (on for 1-device fp32 CPU runs) | on | off: seamo_jax/kernels, models/backend.py
 

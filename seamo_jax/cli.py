@@ -34,6 +34,7 @@ def _cmd_data(args: argparse.Namespace, overrides: list[str]) -> int:
     """`seamo data build`: --builder with --builder-arg, or --config: the dataset that config trains on."""
     from data_pipelines import registry
     from seamo_jax.configs import _parse_value
+    from seamo_jax.paths import is_url
 
     if bool(args.builder) == bool(args.config):
         raise SystemExit("seamo data build: error: give exactly one of --builder NAME or --config FILE")
@@ -53,6 +54,10 @@ def _cmd_data(args: argparse.Namespace, overrides: list[str]) -> int:
         kwargs = {key: _parse_value(value) for key, _, value in (a.partition("=") for a in args.builder_arg or [])}
         if not data_dir:
             raise SystemExit("seamo data build: error: --data-dir is required with --builder")
+    if is_url(data_dir):
+        raise SystemExit(f"seamo data build: error: ArrayRecord shards cannot be written to {data_dir}; build into a "
+                         f"local --data-dir, then copy it up (gcloud storage cp -r DIR {data_dir}) and train with "
+                         f"--config.data.data_dir={data_dir}")
     registry.prepare(name, data_dir, manual_dir=manual_dir, num_workers=args.workers, **kwargs)
     info = registry.builder_info(name, data_dir, **kwargs)
     print(json.dumps(info, indent=2, default=str))

@@ -47,7 +47,8 @@ def test_arm_differs_from_base_exactly_by_its_overrides(base, name):
 
 
 def test_arms_are_the_intended_ablation(base):
-    settings = {n: {k: ablation._get(ablation.arm_config(base, n), k) for k in ablation.SETTINGS} for n in ablation.ARMS}
+    settings = {n: {k: ablation._get(ablation.arm_config(base, n), k) for k in ablation.SETTINGS}
+                for n in ablation.ARMS}
     full = settings["d"]
     assert full == {"data.modalities": ["s2", "s1"], "data.seasons": 4, "model.fusion": "tm",
                     "data.region_selection": "partial", "model.season_encoding": "per_season",
@@ -131,3 +132,10 @@ def test_region_selection_fits_the_tile(base, name):
             assert (overlaps == 0).all()
         elif data.region_selection == "same":
             assert (overlaps == 1).all()
+
+
+def test_unknown_label_set_is_a_clear_error():
+    args = ablation.parse_args(["--labels", "no_such_labels", "--probe-config", "experiments/probe_synthetic.py",
+                                "--workdir", "/tmp/ablation-test"])
+    with pytest.raises(SystemExit, match="--labels"):
+        ablation.check_inputs(args, ablation.base_config(args))

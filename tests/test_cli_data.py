@@ -39,3 +39,10 @@ def test_data_build_from_a_config_builds_what_it_trains_on(tmp_path, capsys):
     assert info["prepared"] and info["splits"] == {"train": 16, "test": 8}
     config = load_config(FAST, SMALL)
     assert registry.is_prepared(registry.get_builder("synthetic_seasons", str(data_dir), **builder_kwargs(config.data)))
+
+
+def test_data_build_into_a_bucket_is_refused_with_the_copy_up_recipe(capsys):
+    import pytest
+
+    with pytest.raises(SystemExit, match=r"cannot be written to gs://b/tfds; build into a local --data-dir"):
+        cli.main(["data", "build", "--builder", "synthetic_seasons", "--data-dir", "gs://b/tfds"])

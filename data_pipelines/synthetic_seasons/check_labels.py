@@ -176,6 +176,8 @@ def land_cover_feature_sets(crops: list[dict[str, np.ndarray]]) -> dict[str, np.
     sets["S2 means, 4 seasons"] = s2.reshape(len(crops), -1)
     sets["S1 means, 4 seasons"] = s1.reshape(len(crops), -1)
     sets["S2+S1 means, 4 seasons"] = np.concatenate([sets["S2 means, 4 seasons"], sets["S1 means, 4 seasons"]], 1)
+    for season in range(s2.shape[1]):
+        sets[f"S2+S1 means, season {season}"] = np.concatenate([s2[:, season], s1[:, season]], 1)
     raw = {key: np.stack([c[key] for c in crops]) for key in ("s2", "s1")}
     sets["band_stats S2+S1, 4 seasons"] = band_stats.band_statistics(raw, ("s2", "s1")).astype(np.float64)
     sets["texture S2+S1, 4 seasons"] = texture.texture_features(raw, ("s2", "s1")).astype(np.float64)

@@ -9,13 +9,18 @@ the rest, pushed towards the border. What tells the classes apart is fixed by
 physics (see land_cover_spectra.py): crop calendars, SAR double bounce,
 and nothing in the mean spectra of a single clear date for several pairs.
 
-What hides the surface, per acquisition:
+Nuisances (what hides or blurs the class signal), per acquisition unless said:
   * S2: thick clouds (35% of acquisitions, 15-100% of the tile) with shadows
     and cirrus tops in B10, thin cirrus veils (13% more), aerosol haze,
     water vapour (B9), an illumination / BRDF gain, 1.5% sensor noise.
     C-band passes through clouds: S1 never sees them.
   * S1: gamma speckle (4.4 looks) drawn anew for every acquisition, soil
-    moisture after rain, wind on open water, a 0.3 dB calibration wobble.
+    moisture after rain, field state of crops and vegetation (tillage,
+    irrigation, wind, dew; ~1 dB), wind on open water, a 0.3 dB calibration
+    wobble; per tile: incidence angle (30-46 deg), roughness / biomass offsets,
+    street orientation (urban VV -8 ... -1.5 dB), seasonal flooding.
+  * Per tile in S2: brightness, spectral tilt, NIR-plateau and SWIR gains
+    (+-7%), sowing-date shifts of the calendars (~11 days).
 
 Four independent random streams (scene, s2, clouds, s1) spawned from
 (seed, split, index): `clouds=False` renders the same tile without clouds,
@@ -43,12 +48,14 @@ _S1_LOOKS = 4.4
 _S1_NOISE_FLOOR_DB = -25.0
 _REFERENCE_INCIDENCE_DEG = 38.0
 _DAYS_PER_SEASON = 91.3
+_CALENDAR_SHIFT_STD = np.array([0.12, 0.12, 0.12, 0.12, 0.08, 0.08, 0, 0, 0], np.float32)  # seasons
+_FLOOD_OUTSIDE_SPRING = 0.6       # probability that flooded vegetation is still / again flooded in another season
 # Spectral tilt per tile (soil colour, roof materials, canopy structure): -0.5 at B1 ... +0.5 at B12.
 _WAVELENGTH = np.asarray(S2_L1C.wavelength_nm, np.float32)
 _TILT_SHAPE = (_WAVELENGTH - _WAVELENGTH.min()) / (_WAVELENGTH.max() - _WAVELENGTH.min()) - 0.5
 # Canopy structure (LAI, leaf angles) scales the NIR plateau, leaf water content the SWIR: per tile,
 # +-7%, the size of what 5% water under a canopy does, so S2 alone cannot tell flooded from dry reliably.
-#                 B1 B2 B3 B4  B5   B6   B7   B8   B8A  B9 B10 B11 B12
+#                       B1 B2 B3 B4 B5   B6   B7   B8   B8A  B9 B10 B11 B12
 _NIR_WEIGHT = np.array([0, 0, 0, 0, 0.3, 0.8, 1.0, 1.0, 1.0, 0, 0, 0, 0], np.float32)
 _SWIR_WEIGHT = np.array([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1.0, 1.0], np.float32)
 
@@ -142,16 +149,30 @@ def _render_s2(rng: np.random.Generator, signatures: np.ndarray, class_map: np.n
 def _render_s1(rng: np.random.Generator, scene: dict[str, Any], class_map: np.ndarray, texture: np.ndarray
                ) -> np.ndarray:
     """S1 GRD: float32 [S, T, T, 2] (VV, VH) dB."""
-    soil_moisture_db = rng.uniform(-1.0, 2.5, size=NUM_SEASONS)  # rain before the pass brightens bare ground
-    signatures = lcs.s1_signatures_db(scene["phase"], scene["green"], soil_moisture_db)  # [S, K, 2]
+    soil_moisture_db = rng.uniform(-1.5, 3.0, size=NUM_SEASONS)  # rain before the pass brightens bare ground
+    signatures = lcs.s1_signatures_db(scene["phase"], scene["green"], soil_moisture_db, scene["flood"])  # [S, K, 2]
     signatures += (scene["s1_offset_db"] + lcs.INCIDENCE_SLOPE_DB * (scene["incidence_deg"] - _REFERENCE_INCIDENCE_DEG)
                    )[None, :, None]
+    signatures[:, lcs.URBAN, 0] += scene["urban_vv_db"]
     signatures[:, lcs.OPEN_WATER] += rng.uniform(-2.0, 4.0, size=(NUM_SEASONS, 1))  # wind roughens water
+    # Field state (tillage, irrigation, wind in the canopy, dew) changes from pass to pass.
+    signatures += (rng.normal(0.0, 1.0, size=(NUM_SEASONS, lcs.NUM_CLASSES)) * lcs.FIELD_STATE_SENSITIVE)[..., None]
     signatures += rng.normal(0.0, 0.3, size=(NUM_SEASONS, 1, 1)).astype(np.float32)  # calibration wobble
     sigma_db = signatures[:, class_map] + (lcs.S1_TEXTURE_DB[class_map] * texture)[None, ..., None]
     power = np.power(np.float32(10.0), sigma_db / np.float32(10.0)) + np.float32(10.0 ** (_S1_NOISE_FLOOR_DB / 10.0))
     power *= rng.gamma(_S1_LOOKS, 1.0 / _S1_LOOKS, size=power.shape).astype(np.float32)  # speckle, per acquisition
     return (np.float32(10.0) * np.log10(power)).astype(np.float32)
+
+
+def _flood(rng: np.random.Generator, phase: np.ndarray) -> np.ndarray:
+    """Flood strength of flooded vegetation per acquisition, float32 [S].
+
+    Always flooded in spring (snowmelt, wet season), in other seasons only sometimes; the strength
+    (water depth, stem density) is a property of the tile.
+    """
+    spring = np.round(phase).astype(np.int64) % 4 == 1
+    flooded = spring | (rng.random(NUM_SEASONS) < _FLOOD_OUTSIDE_SPRING)
+    return (flooded * rng.uniform(0.5, 1.2)).astype(np.float32)
 
 
 def _draw_scene(rng: np.random.Generator, tile_size: int) -> dict[str, Any]:
@@ -163,19 +184,26 @@ def _draw_scene(rng: np.random.Generator, tile_size: int) -> dict[str, Any]:
     timestamps = generator._draw_timestamps(rng, float(latlon[1]))
     phase = season_phase(timestamps)
     class_map = _class_map(rng, label, tile_size)
-    # Sowing date, variety and the year's weather move every class's green fraction.
+    # Sowing dates (crops) and spring onset (vegetation) shift each calendar by ~1-2 weeks per tile.
+    shift = rng.normal(0.0, 1.0, size=lcs.NUM_CLASSES) * _CALENDAR_SHIFT_STD
+    class_phase = phase[:, None] + shift[None, :].astype(np.float32)                  # [S, K]
+    # Variety and the year's weather move every class's green fraction.
     jitter = (rng.normal(0.0, 0.06, size=(NUM_SEASONS, lcs.NUM_CLASSES))
               + rng.normal(0.0, 0.04, size=(NUM_SEASONS, 1))).astype(np.float32)
     brightness = rng.uniform(0.9, 1.1, size=lcs.NUM_CLASSES).astype(np.float32)
     tilt = rng.uniform(-0.12, 0.12, size=lcs.NUM_CLASSES).astype(np.float32)
     nir, swir = rng.uniform(-0.07, 0.07, size=(2, lcs.NUM_CLASSES)).astype(np.float32)
     return {
-        "label": label, "latlon": latlon, "timestamps": timestamps, "phase": phase, "class_map": class_map,
-        "green": lcs.green_fraction(phase, jitter),
+        "label": label, "latlon": latlon, "timestamps": timestamps, "class_map": class_map,
+        "phase": class_phase, "acquisition_phase": phase,
+        "green": lcs.green_fraction(class_phase, jitter),
+        "flood": _flood(rng, phase),
         "s2_gain": (brightness[:, None] * (1.0 + tilt[:, None] * _TILT_SHAPE[None])                 # [K, 13]
                     * (1.0 + nir[:, None] * _NIR_WEIGHT[None]) * (1.0 + swir[:, None] * _SWIR_WEIGHT[None])),
         "incidence_deg": float(rng.uniform(30.0, 46.0)),                              # IW swath near to far range
-        "s1_offset_db": rng.uniform(-1.0, 1.0, size=lcs.NUM_CLASSES).astype(np.float32),  # roughness, biomass
+        "s1_offset_db": rng.uniform(-1.5, 1.5, size=lcs.NUM_CLASSES).astype(np.float32),  # roughness, biomass
+        # Street orientation vs the look direction: aligned walls make the dihedral flash, oblique ones not.
+        "urban_vv_db": float(rng.uniform(-4.0, 2.5)),
         "texture": _texture_field(rng, class_map),
     }
 
@@ -187,7 +215,8 @@ def generate_land_cover_tile(seed: int, split: str, index: int, tile_size: int =
     Args:
       seed, split, index, tile_size: as `generator.generate_tile`.
       with_debug: also return "debug": land_cover int8 [T, T] (class per pixel),
-        phase float32 [4] (calendar position), green float32 [4, K],
+        phase float32 [4] (calendar position of each date), flood float32 [4] (flooded
+        vegetation), green float32 [4, K],
         cloud_opacity / cloud_shadow / cirrus_b10 float32 [4, T, T],
         clear bool [4, T, T] (no cloud, veil or shadow on the pixel).
       clouds: False renders the same tile without clouds (tests, diagnostics).
@@ -198,7 +227,7 @@ def generate_land_cover_tile(seed: int, split: str, index: int, tile_size: int =
     """
     rngs = land_cover_rngs(seed, split, index)
     scene = _draw_scene(rngs["scene"], tile_size)
-    signatures = lcs.s2_signatures(scene["phase"], scene["green"]) * scene["s2_gain"][None]  # [S, K, 13]
+    signatures = lcs.s2_signatures(scene["phase"], scene["green"], scene["flood"]) * scene["s2_gain"][None]
     cloud_layers = _clouds(rngs["clouds"], tile_size) if clouds else None
     s2 = _render_s2(rngs["s2"], signatures, scene["class_map"], scene["texture"], cloud_layers)
     s1 = _render_s1(rngs["s1"], scene, scene["class_map"], scene["texture"])
@@ -215,7 +244,8 @@ def generate_land_cover_tile(seed: int, split: str, index: int, tile_size: int =
         opacity, shadow, b10 = cloud_layers if cloud_layers is not None else (zeros, zeros, zeros)
         tile["debug"] = {
             "land_cover": scene["class_map"].astype(np.int8),
-            "phase": scene["phase"],
+            "phase": scene["acquisition_phase"],
+            "flood": scene["flood"],
             "green": scene["green"],
             "cloud_opacity": opacity,
             "cloud_shadow": shadow,

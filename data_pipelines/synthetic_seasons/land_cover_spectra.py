@@ -8,10 +8,11 @@ Designed so that each class pair needs one of the paper's ideas:
     confuse them (cereal ~ double crop in winter/spring, maize ~ rice in
     winter/summer/autumn); the 4-season trajectory separates them.
   * flooded vs dry vegetation share the canopy spectrum (the water under the
-    canopy shows through only a few percent of the pixel), but C-band sees the
-    water: trunk-water dihedrals give a double bounce that raises VV by ~4-5 dB,
-    while the smooth water surface removes the ground/understorey volume term
-    that feeds VH (~-2 dB).
+    canopy shows through only 5% of the pixel), but C-band sees the water:
+    trunk-water dihedrals give a double bounce that raises VV by ~4-5 dB, while
+    the smooth water surface removes the ground/understorey volume term that
+    feeds VH (~-2 dB). Flooding is seasonal (always in spring, otherwise only
+    sometimes; see land_cover.py), so single SAR dates are not always enough.
   * urban vs bare (bright) soil have nearly the same grey, flat spectrum, but
     wall-ground dihedrals make urban VV ~11 dB brighter (high VV/VH as well).
   * open water is the easy class (dark in NIR and in SAR).
@@ -59,7 +60,7 @@ _FOREST_DORMANT = spectra._S2_DORMANT[spectra.FOREST]
 _URBAN = spectra._S2_PEAK[spectra.URBAN]
 # Bright dry soil / gravel: as grey and flat as concrete (a few % apart, inside the per-tile spread).
 _BRIGHT_SOIL = np.array([1650, 1500, 1480, 1560, 1680, 1800, 1880, 1940, 2030, 0, 0, 2450, 2150], np.float32)
-_FLOOD_WATER_SHARE = 0.05  # share of a flooded-vegetation pixel where S2 sees the water between crowns
+FLOOD_WATER_SHARE = 0.05  # share of a flooded-vegetation pixel where S2 sees the water between crowns
 
 # ---- S1 endmembers (VV, VH) dB ----
 _S1_SOIL = (-11.5, -19.5)      # rough ploughed soil: surface scattering, VV >> VH
@@ -67,8 +68,8 @@ _S1_RESIDUE = (-14.0, -21.5)   # smoother, drier stubble field
 _S1_PADDY = (-19.0, -26.5)     # calm shallow water: specular, returns little to the radar
 _S1_FOREST_PEAK, _S1_FOREST_DORMANT = (-7.5, -13.0), (-8.5, -14.5)  # volume scattering: VH high
 # Double bounce (trunk-water dihedral) adds to VV; leaf-off canopies attenuate it less.
-_FLOOD_VV_GAIN_DB = {"dormant": 5.5, "peak": 4.0}
-_FLOOD_VH_LOSS_DB = 2.0        # no ground/understorey volume under the water surface
+FLOOD_VV_GAIN_DB = (5.5, 4.0)  # (leaf-off, leaf-on), at flood strength 1
+FLOOD_VH_LOSS_DB = 2.0         # no ground/understorey volume under the water surface
 
 # Green fraction per calendar node (winter, spring, summer, autumn) and the background at each node.
 # Crop calendars of northern temperate / subtropical agriculture.
@@ -99,17 +100,14 @@ for _k, (_green, _backgrounds, _s1_canopy) in _CALENDARS.items():
     _S1_CANOPY_DB[_k] = _s1_canopy
     _S1_BACKGROUND_DB[_k] = [_S1_BACKGROUNDS[b] for b in _backgrounds]
 
-# Natural (deciduous-dominated) vegetation: canopy = leaf-on, background = leaf-off state.
+# Natural (deciduous-dominated) vegetation: canopy = leaf-on, background = leaf-off state. Flooded
+# vegetation has the same tables; `flood` (per acquisition) adds the water in s2_signatures / s1_signatures_db.
 for _k in (DRY_VEGETATION, FLOODED_VEGETATION):
     _GREEN[_k] = (0.55, 0.85, 1.0, 0.75)
     _CANOPIES[_k] = _FOREST_PEAK
     _BACKGROUND[_k] = _FOREST_DORMANT
     _S1_CANOPY_DB[_k] = _S1_FOREST_PEAK
     _S1_BACKGROUND_DB[_k] = _S1_FOREST_DORMANT
-_CANOPIES[FLOODED_VEGETATION] += _FLOOD_WATER_SHARE * (_WATER - _FOREST_PEAK)
-_BACKGROUND[FLOODED_VEGETATION] += _FLOOD_WATER_SHARE * (_WATER - _FOREST_DORMANT)
-_S1_CANOPY_DB[FLOODED_VEGETATION] += (_FLOOD_VV_GAIN_DB["peak"], -_FLOOD_VH_LOSS_DB)
-_S1_BACKGROUND_DB[FLOODED_VEGETATION] += (_FLOOD_VV_GAIN_DB["dormant"], -_FLOOD_VH_LOSS_DB)
 
 # Covers without phenology: canopy = background, g irrelevant.
 for _k, _s2, _s1 in ((URBAN, _URBAN, (-4.0, -12.0)),        # wall-ground dihedrals: very bright VV
@@ -122,6 +120,8 @@ for _k, _s2, _s1 in ((URBAN, _URBAN, (-4.0, -12.0)),        # wall-ground dihedr
 INCIDENCE_SLOPE_DB = np.array([-0.2, -0.2, -0.2, -0.2, -0.12, -0.12, -0.1, -0.25, -0.35], np.float32)
 # Classes whose background is bare ground: rain before an acquisition brightens it (dielectric constant).
 SOIL_MOISTURE_SENSITIVE = np.array([1, 1, 1, 1, 0, 0, 0, 1, 0], np.float32)
+# Classes whose sigma0 wanders from date to date (tillage, irrigation, wind in the canopy, dew).
+FIELD_STATE_SENSITIVE = np.array([1, 1, 1, 1, 0.5, 0.5, 0, 0.5, 0], np.float32)
 # Persistent sub-pixel heterogeneity: relative S2 amplitude, its length scale in px, S1 amplitude in dB.
 # Urban SAR has bright point scatterers (corner reflectors) at the block scale.
 S2_TEXTURE = np.array([0.06, 0.06, 0.06, 0.06, 0.07, 0.07, 0.10, 0.10, 0.03], np.float32)
@@ -133,19 +133,22 @@ assert not (set(range(NUM_CLASSES)) - set(_CALENDARS) - {DRY_VEGETATION, FLOODED
 
 
 def _interpolate(table: np.ndarray, phase: np.ndarray) -> np.ndarray:
-    """Periodic linear interpolation of per-node `table` [K, 4, ...] at `phase` [S] -> [S, K, ...]."""
-    low = np.floor(phase).astype(np.int64) % NUM_NODES
-    frac = (phase - np.floor(phase)).astype(np.float32)
-    frac = frac.reshape((-1, 1) + (1,) * (table.ndim - 2))
-    return (1 - frac) * np.moveaxis(table[:, low], 1, 0) + frac * np.moveaxis(table[:, (low + 1) % NUM_NODES], 1, 0)
+    """Periodic linear interpolation of per-node `table` [K, 4, ...] at `phase` [S] or [S, K] -> [S, K, ...]."""
+    phase = np.asarray(phase, np.float32)
+    phase = np.broadcast_to(phase.reshape(len(phase), -1), (len(phase), table.shape[0]))
+    low = np.floor(phase).astype(np.int64)
+    frac = (phase - low).reshape(phase.shape + (1,) * (table.ndim - 2))
+    classes = np.arange(table.shape[0])[None, :]
+    return (1 - frac) * table[classes, low % NUM_NODES] + frac * table[classes, (low + 1) % NUM_NODES]
 
 
 def green_fraction(phase: np.ndarray, jitter: np.ndarray | None = None) -> np.ndarray:
     """Green cover fraction of every class at each acquisition.
 
     Args:
-      phase: float [S] local season position in [0, 4) (0 = late January, 1 = April ...).
-      jitter: float [S, K] added (sowing date, variety, weather), or None.
+      phase: float [S] or [S, K] calendar position in [0, 4) (0 = late January, 1 = April ...);
+        per class when calendars are shifted (sowing date).
+      jitter: float [S, K] added (variety, weather), or None.
     Returns:
       float32 [S, K] in [0, 1].
     """
@@ -155,31 +158,45 @@ def green_fraction(phase: np.ndarray, jitter: np.ndarray | None = None) -> np.nd
     return np.clip(green, 0.0, 1.0).astype(np.float32)
 
 
-def s2_signatures(phase: np.ndarray, green: np.ndarray) -> np.ndarray:
+def s2_signatures(phase: np.ndarray, green: np.ndarray, flood: np.ndarray) -> np.ndarray:
     """Surface TOA reflectance of every class: float32 [S, K, 13] (B9 / B10 = 0).
 
     Args:
-      phase: float [S]; green: float [S, K] from `green_fraction`.
+      phase: float [S] or [S, K]; green: float [S, K] from `green_fraction`.
+      flood: float [S] flood strength of flooded vegetation (0 = water gone, 1 = typical).
     """
     background = _interpolate(_BACKGROUND, phase)                       # [S, K, 13]
-    return (background + green[..., None] * (_CANOPIES[None] - background)).astype(np.float32)
+    s2 = background + green[..., None] * (_CANOPIES[None] - background)
+    # Water between the crowns: a few % of the pixel, dark in NIR / SWIR.
+    share = (FLOOD_WATER_SHARE * np.clip(flood, 0.0, 1.0))[:, None]
+    s2[:, FLOODED_VEGETATION] += share * (_WATER[None] - s2[:, FLOODED_VEGETATION])
+    return s2.astype(np.float32)
 
 
-def s1_signatures_db(phase: np.ndarray, green: np.ndarray, soil_moisture_db: np.ndarray) -> np.ndarray:
+def s1_signatures_db(phase: np.ndarray, green: np.ndarray, soil_moisture_db: np.ndarray, flood: np.ndarray
+                     ) -> np.ndarray:
     """Mean sigma0 of every class: float32 [S, K, 2] (VV, VH) dB.
 
     Canopy and background add in power, weighted by the green fraction
     (area mixing; canopy attenuation of the ground is folded into the numbers).
 
     Args:
-      phase: float [S]; green: float [S, K].
+      phase: float [S] or [S, K]; green: float [S, K].
       soil_moisture_db: float [S] brightening of bare-ground backgrounds by rain before each acquisition.
+      flood: float [S] flood strength of flooded vegetation (water depth, stem density).
     """
     background_db = _interpolate(_S1_BACKGROUND_DB, phase)               # [S, K, 2]
     background_db = background_db + (soil_moisture_db[:, None] * SOIL_MOISTURE_SENSITIVE[None])[..., None]
     power = (green[..., None] * 10.0 ** (_S1_CANOPY_DB[None] / 10.0)
              + (1.0 - green[..., None]) * 10.0 ** (background_db / 10.0))
-    return (10.0 * np.log10(power)).astype(np.float32)
+    sigma_db = 10.0 * np.log10(power)
+    # Double bounce (trunk-water dihedral) adds to VV, less through a leaf-on canopy; the water surface
+    # removes the ground / understorey volume term that feeds VH.
+    wet_green = green[:, FLOODED_VEGETATION]
+    sigma_db[:, FLOODED_VEGETATION, 0] += flood * (FLOOD_VV_GAIN_DB[0] + wet_green * (FLOOD_VV_GAIN_DB[1]
+                                                                                     - FLOOD_VV_GAIN_DB[0]))
+    sigma_db[:, FLOODED_VEGETATION, 1] -= flood * FLOOD_VH_LOSS_DB
+    return sigma_db.astype(np.float32)
 
 
 def ndvi(s2: np.ndarray) -> np.ndarray:

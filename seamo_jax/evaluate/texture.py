@@ -32,13 +32,9 @@ GLCM_LEVELS = 8
 
 
 def _box3_mean(images: np.ndarray) -> np.ndarray:
-    """3x3 window mean over the valid region: [B, H, W] -> [B, H-2, W-2]."""
-    height, width = images.shape[1] - 2, images.shape[2] - 2
-    total = np.zeros((images.shape[0], height, width), images.dtype)
-    for row in range(3):
-        for col in range(3):
-            total += images[:, row:row + height, col:col + width]
-    return total / 9.0
+    """3x3 window mean over the valid region: [B, H, W] -> [B, H-2, W-2] (separable: rows, then columns)."""
+    rows = images[:, :-2] + images[:, 1:-1] + images[:, 2:]
+    return (rows[:, :, :-2] + rows[:, :, 1:-1] + rows[:, :, 2:]) / 9.0
 
 
 def _glcm(levels: np.ndarray) -> np.ndarray:
@@ -54,10 +50,10 @@ def _glcm(levels: np.ndarray) -> np.ndarray:
     base = (np.arange(count, dtype=np.int64) * square)[:, None, None]
     total = np.zeros(count * square, np.float64)
     for first, second in ((levels[:, :, :-1], levels[:, :, 1:]), (levels[:, :-1, :], levels[:, 1:, :])):
-        # Both orders of every pair: the matrix is symmetric (direction-free texture).
         total += np.bincount((base + first * GLCM_LEVELS + second).ravel(), minlength=count * square)
-        total += np.bincount((base + second * GLCM_LEVELS + first).ravel(), minlength=count * square)
     matrices = total.reshape(count, GLCM_LEVELS, GLCM_LEVELS)
+    # Both orders of every pair: the matrix is symmetric (direction-free texture).
+    matrices = matrices + np.swapaxes(matrices, 1, 2)
     return matrices / matrices.sum(axis=(1, 2), keepdims=True)
 
 
@@ -69,12 +65,12 @@ def image_texture(images: np.ndarray) -> np.ndarray:
     Returns:
       float64 [B, len(FEATURE_NAMES)] in FEATURE_NAMES order.
     """
-    images = np.asarray(images, dtype=np.float64)
+    images = np.asarray(images)
     if images.ndim != 3 or min(images.shape[1:]) < 3:
         raise ValueError(f"image_texture needs [B, H, W] with H, W >= 3, got shape {images.shape}")
-    mean = images.mean(axis=(1, 2))
-    std = images.std(axis=(1, 2))
-    centred = images - mean[:, None, None]  # keeps E[x^2] - E[x]^2 of the windows well conditioned
+    mean = images.mean(axis=(1, 2), dtype=np.float64)  # float64 sums: uint16 over many pixels lose digits
+    centred = (images - mean[:, None, None]).astype(np.float32)  # centring conditions E[x^2] - E[x]^2
+    std = np.sqrt(np.mean(np.square(centred, dtype=np.float64), axis=(1, 2)))
     grad_rows, grad_cols = np.gradient(centred, axis=(1, 2))
     gradient = np.hypot(grad_rows, grad_cols).mean(axis=(1, 2))
     local_var = _box3_mean(centred**2) - _box3_mean(centred) ** 2

@@ -60,7 +60,7 @@ def attend_head_major(q: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray) -> jnp.nda
     and only the probabilities are kept from the forward (not the logits).
     On a 2-core CPU the decoder's attention (16 heads of dim 32 over 197
     tokens) is bound by its batched small GEMMs (30-50 GF/s) and by those
-    L x L memory passes (docs/session3_notes.md). Gradients equal
+    L x L memory passes (docs/performance.md, "CPU kernels"). Gradients equal
     autodiff's to float32 rounding (tested).
 
     Args:
