@@ -34,10 +34,13 @@ def load_config_file(spec: str) -> ml_collections.ConfigDict:
     return config
 
 
-def load_config_module(path: str | pathlib.Path) -> Any:
-    """Imports a config file as a module (configs may build on each other's helpers)."""
-    path = pathlib.Path(path)
-    module_spec = importlib.util.spec_from_file_location(f"seamo_config_{path.stem}", path)
+def load_config_module(config_file: str | pathlib.Path) -> Any:
+    """Imports a config file (local Python source, never a bucket path) as a module.
+
+    Configs may build on each other's helpers.
+    """
+    config_file = pathlib.Path(config_file)
+    module_spec = importlib.util.spec_from_file_location(f"seamo_config_{config_file.stem}", config_file)
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)
     return module

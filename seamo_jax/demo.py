@@ -27,7 +27,7 @@ from seamo_jax.configs import apply_overrides, load_config
 from seamo_jax.paths import user_path
 
 ENCODER_TITLES = {"pretrained": "SeaMo pretrained", "random_init": "same encoder, random init",
-                  "band_stats": "band mean/std baseline"}
+                  "band_stats": "band mean/std baseline", "texture": "texture-feature baseline"}
 
 
 def demo_probe_config(train_config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from seamo_jax import sensors
-from seamo_jax.data import augment, crops
+from seamo_jax.data import augment, crops, resize
 
 DRAWS = 600
 
@@ -161,13 +161,13 @@ def test_resize_bilinear(src, size):
     import jax
     rng = np.random.default_rng(src)
     image = rng.normal(size=(src, src, 3)).astype(np.float32)
-    out = crops.resize_bilinear(image, size)
+    out = resize.resize_bilinear(image, size)
     assert out.shape == (size, size, 3) and out.dtype == np.float32
     np.testing.assert_allclose(out, _bilinear_reference(image, size), atol=2e-6)
     np.testing.assert_allclose(out, jax.image.resize(image, (size, size, 3), "bilinear", antialias=False), atol=1e-3)
     # Strided (flipped) uint16 input converts inside the resize.
     raw = rng.integers(0, 10000, (src, src, 2), dtype=np.uint16)
-    np.testing.assert_allclose(crops.resize_bilinear(raw[::-1], size), _bilinear_reference(raw[::-1], size),
+    np.testing.assert_allclose(resize.resize_bilinear(raw[::-1], size), _bilinear_reference(raw[::-1], size),
                                rtol=1e-6, atol=1e-3)
 
 
@@ -177,7 +177,7 @@ def test_crop_resize_normalise_matches_resize_then_normalise():
     offsets, sizes = np.array([[0, 0], [10, 3], [20, 30]]), np.array([64, 40, 32])
     out = augment.crop_resize_normalise(tile, offsets, sizes, 32, sensors.S2_L1C)
     for s, ((y, x), side) in enumerate(zip(offsets, sizes)):
-        want = sensors.S2_L1C.normalise(crops.resize_bilinear(tile[s, y:y + side, x:x + side], 32))
+        want = sensors.S2_L1C.normalise(resize.resize_bilinear(tile[s, y:y + side, x:x + side], 32))
         np.testing.assert_allclose(out[s], want, rtol=1e-6, atol=1e-6)
     np.testing.assert_array_equal(out[2], sensors.S2_L1C.normalise(crops.crop_windows(tile, offsets, 32)[2]))
 

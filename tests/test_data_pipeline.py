@@ -81,23 +81,11 @@ def test_epochs_are_reshuffled_permutations():
     assert epoch1 != epoch2 and epoch1 != list(range(16))
 
 
-class _RecordingSource:
-    def __init__(self, recs):
-        self.recs, self.read = recs, set()
-
-    def __len__(self):
-        return len(self.recs)
-
-    def __getitem__(self, i):
-        self.read.add(int(i))
-        return self.recs[i]
-
-
 def test_each_process_reads_only_its_shard():
     recs = _id_records(17)  # 17 % 2 = 1 record dropped so both processes have 8
     seen = []
     for process in range(2):
-        source = _RecordingSource(recs)
+        source = testing.RecordingSource(recs)
         it = pipeline.make_train_iterator(_config(batch_size=8), source, shard_index=process, shard_count=2,
                                           seed=0)
         ids = sum((_ids(next(it)) for _ in range(4)), [])  # local batch 4 -> 2 epochs

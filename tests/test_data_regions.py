@@ -105,25 +105,13 @@ def test_fraction_indices_are_a_fixed_nested_subset():
             records.fraction_indices(10, bad)
 
 
-class _RecordingSource:
-    def __init__(self, recs):
-        self.recs, self.read = recs, set()
-
-    def __len__(self):
-        return len(self.recs)
-
-    def __getitem__(self, i):
-        self.read.add(int(i))
-        return self.recs[i]
-
-
 def test_fraction_trains_on_the_same_subset_on_every_process():
     recs = _season_coded_records(40)
     subset = records.fraction_indices(40, 0.25, seed=3)  # 10 records, 5 per process
     config = _config(batch_size=4, fraction=0.25, fraction_seed=3)
     seen = []
     for process in range(2):
-        source = _RecordingSource(recs)
+        source = testing.RecordingSource(recs)
         ids = [int(c) % 1000 for b in _batches(config, source, 5, shard_index=process, shard_count=2)
                for c in _codes(b)[:, 0]]  # 10 samples = 2 epochs of this process's 5 records
         assert source.read <= set(subset.tolist())

@@ -12,7 +12,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from seamo_jax.data import crops
+from seamo_jax.data import crops, resize
 from seamo_jax.sensors import SensorSpec
 
 
@@ -147,7 +147,7 @@ def crop_normalise(values: np.ndarray, offsets: np.ndarray, crop_size: int, spec
 def crop_resize_normalise(values: np.ndarray, offsets: np.ndarray, sizes: np.ndarray, crop_size: int,
                           spec: SensorSpec, out: np.ndarray | None = None) -> np.ndarray:
     """Cuts each season's square window of side `sizes[s]`, resizes it bilinearly to
-    crop_size (`crops.resize_bilinear`) and normalises it (region_reading="crop_area").
+    crop_size (`resize.resize_bilinear`) and normalises it (region_reading="crop_area").
 
     Args:
       values: [S, H, W, C] raw tile (any strides).
@@ -163,7 +163,7 @@ def crop_resize_normalise(values: np.ndarray, offsets: np.ndarray, sizes: np.nda
         raise ValueError(f"out must be float32 {shape}, got {out.dtype} {out.shape}")
     mean, std = _row_constants(spec, crop_size)
     for season, ((y, x), side) in enumerate(zip(np.asarray(offsets), np.asarray(sizes))):
-        crops.resize_bilinear(values[season, y:y + side, x:x + side, :], crop_size, out=out[season])
+        resize.resize_bilinear(values[season, y:y + side, x:x + side, :], crop_size, out=out[season])
         rows = out[season].reshape(crop_size, crop_size * values.shape[-1])  # a view
         rows -= mean
         rows /= std

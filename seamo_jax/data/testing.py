@@ -109,3 +109,17 @@ class ArrayRecordSource:
 
     def __repr__(self) -> str:
         return f"ArrayRecordSource({len(self)} records)"
+
+
+class RecordingSource:
+    """Wraps a record list; `.read` is the set of indices read so far (which records a pipeline touched)."""
+
+    def __init__(self, recs):
+        self.recs, self.read = recs, set()
+
+    def __len__(self):
+        return len(self.recs)
+
+    def __getitem__(self, i):
+        self.read.add(int(i))
+        return self.recs[i]

@@ -19,6 +19,16 @@ from typing import Mapping, Sequence
 import numpy as np
 
 
+def selected_views(raw_views: Mapping[str, np.ndarray], modality: str, seasons: Sequence[int] | None) -> np.ndarray:
+    """raw_views[modality] [N, S, H, W, C] checked, restricted to `seasons` (None = all)."""
+    if modality not in raw_views:
+        raise KeyError(f"no raw views for modality {modality!r}; have {sorted(raw_views)}")
+    views = np.asarray(raw_views[modality])
+    if views.ndim != 5:
+        raise ValueError(f"raw views of {modality!r} must be [N, S, H, W, C], got shape {views.shape}")
+    return views if seasons is None else views[:, list(seasons)]
+
+
 def band_statistics(raw_views: Mapping[str, np.ndarray], modalities: Sequence[str],
                     seasons: Sequence[int] | None = None) -> np.ndarray:
     """Per-band spatial mean and std, concatenated over modalities and seasons.
@@ -35,13 +45,7 @@ def band_statistics(raw_views: Mapping[str, np.ndarray], modalities: Sequence[st
         raise ValueError("band_statistics needs at least one modality")
     blocks = []
     for modality in modalities:
-        if modality not in raw_views:
-            raise KeyError(f"no raw views for modality {modality!r}; have {sorted(raw_views)}")
-        views = np.asarray(raw_views[modality])
-        if views.ndim != 5:
-            raise ValueError(f"raw views of {modality!r} must be [N, S, H, W, C], got shape {views.shape}")
-        if seasons is not None:
-            views = views[:, list(seasons)]
+        views = selected_views(raw_views, modality, seasons)
         # float64 accumulation: uint16 reflectances summed over 64x64 pixels lose digits in float32.
         views = views.astype(np.float64)
         mean = views.mean(axis=(2, 3))                      # [N, S, C]

@@ -26,6 +26,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from seamo_jax.evaluate import band_stats
+
 FEATURE_NAMES: tuple[str, ...] = ("mean", "std", "gradient", "local_std", "glcm_contrast", "glcm_homogeneity",
                                   "glcm_energy", "glcm_correlation")
 GLCM_LEVELS = 8
@@ -110,13 +112,7 @@ def texture_features(raw_views: Mapping[str, np.ndarray], modalities: Sequence[s
         raise ValueError("texture_features needs at least one modality")
     blocks = []
     for modality in modalities:
-        if modality not in raw_views:
-            raise KeyError(f"no raw views for modality {modality!r}; have {sorted(raw_views)}")
-        views = np.asarray(raw_views[modality])
-        if views.ndim != 5:
-            raise ValueError(f"raw views of {modality!r} must be [N, S, H, W, C], got shape {views.shape}")
-        if seasons is not None:
-            views = views[:, list(seasons)]
+        views = band_stats.selected_views(raw_views, modality, seasons)
         num, num_seasons, height, width, channels = views.shape
         parts = []
         for start in range(0, num, chunk_size):
