@@ -68,7 +68,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.model.decoder_heads = 4
     config.model.norm_pix_loss = True
     config.model.season_encoding = "per_season"  # per_season (paper: one sequence per season, shared weights) | joint
-    # view (MAE's per-view table) | tile (from crop offsets); provisional: benchmarks/ablation.py will pick it.
+    # view (MAE's per-view table) | tile (from crop offsets); docs/ablation.md: 91.2 vs 91.5 % linear probe, within the CI.
     config.model.position_frame = "view"
     config.model.tm_carry = "aux_queries"       # aux_queries (paper Fig. 3) | mean_add
     config.model.dtype = "float32"              # compute dtype; params stay float32
