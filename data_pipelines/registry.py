@@ -88,12 +88,17 @@ def prepare(name: str, data_dir: str | os.PathLike, *, manual_dir: str | None = 
     builder.download_and_prepare(download_config=download_config)
 
 
+def needs_manual_dir(name: str) -> bool:
+    """Real datasets are read from a downloaded release; only the synthetic one is generated."""
+    return BUILDERS.get(name, "").split(":")[0] != "data_pipelines.synthetic_seasons.builder"
+
+
 def build_command(name: str, data_dir: str | os.PathLike, **builder_kwargs: Any) -> str:
     """The `seamo data build` command line that prepares exactly this dataset (shell-quoted)."""
     words = ["seamo", "data", "build", "--builder", name, "--data-dir", os.fspath(data_dir)]
     for key, value in sorted(builder_kwargs.items()):
         words += ["--builder-arg", f"{key}={value}"]
-    if BUILDERS.get(name, "").split(":")[0] != "data_pipelines.synthetic_seasons.builder":
+    if needs_manual_dir(name):
         words += ["--manual-dir", "<folder of the downloaded release>"]
     return shlex.join(words)
 

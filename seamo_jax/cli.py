@@ -37,25 +37,29 @@ def _cmd_data(args: argparse.Namespace, overrides: list[str]) -> int:
     from seamo_jax.paths import is_url
 
     if bool(args.builder) == bool(args.config):
-        raise SystemExit("seamo data build: error: give exactly one of --builder NAME or --config FILE")
+        raise UsageError("give exactly one of --builder NAME or --config FILE")
     if args.config:
-        from seamo_jax.configs import load_config
         from seamo_jax.train.loop import builder_kwargs
 
-        config = load_config(args.config, overrides)
+        config = _load_config(args.config, overrides)
         name, kwargs = config.data.builder, builder_kwargs(config.data)
         data_dir = args.data_dir or config.data.data_dir
         manual_dir = args.manual_dir or config.data.manual_dir or None
         if not data_dir:
-            raise SystemExit("seamo data build: error: the config has no data.data_dir; pass --data-dir DIR "
+            raise UsageError("the config has no data.data_dir; pass --data-dir DIR "
                              "(and train with --config.data.data_dir=DIR)")
     else:
         name, data_dir, manual_dir = args.builder, args.data_dir, args.manual_dir
         kwargs = {key: _parse_value(value) for key, _, value in (a.partition("=") for a in args.builder_arg or [])}
         if not data_dir:
-            raise SystemExit("seamo data build: error: --data-dir is required with --builder")
+            raise UsageError("--data-dir is required with --builder")
+    if name not in registry.BUILDERS:  # before any folder check
+        raise UsageError(f"unknown dataset {name!r}; registered: {', '.join(sorted(registry.BUILDERS))}")
+    if registry.needs_manual_dir(name) and not (manual_dir and os.path.isdir(manual_dir)):
+        raise UsageError(f"{name} is built from the downloaded release: pass --manual-dir FOLDER "
+                         f"(got {manual_dir or 'none'}; the builder's docstring lists the expected layout)")
     if is_url(data_dir):
-        raise SystemExit(f"seamo data build: error: ArrayRecord shards cannot be written to {data_dir}; build into a "
+        raise UsageError(f"ArrayRecord shards cannot be written to {data_dir}; build into a "
                          f"local --data-dir, then copy it up (gcloud storage cp -r DIR {data_dir}) and train with "
                          f"--config.data.data_dir={data_dir}")
     registry.prepare(name, data_dir, manual_dir=manual_dir, num_workers=args.workers, **kwargs)
@@ -83,13 +87,12 @@ def _init_distributed(args: argparse.Namespace) -> None:
 
 
 def _cmd_pretrain(args: argparse.Namespace, overrides: list[str]) -> int:
-    from seamo_jax.configs import load_config
     from seamo_jax.train.loop import NonFiniteLossError, run_pretraining
 
     _init_distributed(args)
     from data_pipelines.registry import DatasetNotPreparedError
 
-    config = load_config(args.config, overrides)
+    config = _load_config(args.config, overrides)
     try:
         summary = run_pretraining(config, args.workdir)
     except DatasetNotPreparedError as error:
@@ -105,12 +108,11 @@ def _cmd_pretrain(args: argparse.Namespace, overrides: list[str]) -> int:
 
 
 def _cmd_probe(args: argparse.Namespace, overrides: list[str]) -> int:
-    from seamo_jax.configs import load_config
     from seamo_jax.evaluate.probe import run_probe
 
     from data_pipelines.registry import DatasetNotPreparedError
 
-    config = load_config(args.config, overrides)
+    config = _load_config(args.config, overrides)
     out_dir = args.out or os.path.join(args.checkpoint or "runs/probe_random_init", "probe")
     try:
         results = run_probe(config, args.checkpoint, out_dir)
@@ -181,6 +183,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _command_name(args: argparse.Namespace) -> str:
+    return f"{args.command} {args.action}" if args.command == "data" else args.command
+
+
+class UsageError(Exception):
+    """The command line or the config it names is wrong (exit status 2)."""
+
+
+def _load_config(spec: str, overrides: list[str]):
+    """load_config, with every failure (missing file, unknown key, wrong type) as a UsageError."""
+    from seamo_jax.configs import load_config
+
+    try:
+        return load_config(spec, overrides)
+    except (FileNotFoundError, KeyError, TypeError, ValueError, AttributeError, SyntaxError) as error:
+        raise UsageError(_message(error)) from error
+
+
+def _message(error: BaseException) -> str:
+    """An exception's text for one error line (KeyError's repr quotes dropped, at most 3 lines)."""
+    text = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
+    lines = [line for line in str(text).splitlines() if line.strip()] or [type(error).__name__]
+    return "\n".join(lines[:3])
+
+
+# Errors of the user's inputs (paths, datasets, checkpoints, sensor specs, mesh
+# sizes): one line, no traceback. Anything else is a bug and keeps its traceback.
+_USER_ERRORS = (FileNotFoundError, NotADirectoryError, KeyError, ValueError, TypeError)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     if argv is None:  # run as a command (not called from Python): tune malloc for XLA:CPU first
         from seamo_jax.host_memory import reexec_for_cpu_run
@@ -188,8 +220,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         reexec_for_cpu_run()
     argv = list(sys.argv[1:] if argv is None else argv)
     overrides, rest = _split_overrides(argv)
-    args = build_parser().parse_args(rest)
-    return args.handler(args, overrides)
+    debug = "--debug" in rest  # anywhere on the line: show tracebacks instead of one-line errors
+    args = build_parser().parse_args([a for a in rest if a != "--debug"])
+    try:
+        return args.handler(args, overrides)
+    except UsageError as error:
+        if debug:
+            raise
+        print(f"seamo {_command_name(args)}: error: {error}", file=sys.stderr)
+        return 2
+    except _USER_ERRORS as error:
+        if debug:
+            raise
+        print(f"seamo {_command_name(args)}: error: {_message(error)} (--debug shows the traceback)",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

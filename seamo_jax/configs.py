@@ -9,6 +9,7 @@ fails loudly instead of silently becoming a float.
 from __future__ import annotations
 
 import ast
+import difflib
 import importlib.util
 import json
 import pathlib
@@ -53,6 +54,14 @@ def _parse_value(text: str) -> Any:
         return text  # bare strings: --config.model.size=vit_b16
 
 
+def _closest(name: str, parent: Any, path: Sequence[str]) -> str:
+    """'; did you mean config.a.b?' for the nearest existing key, else the keys there."""
+    keys = sorted(str(k) for k in parent.keys())
+    near = difflib.get_close_matches(name, keys, n=1)
+    prefix = "config." + "".join(f"{p}." for p in path)
+    return f"; did you mean {prefix}{near[0]}?" if near else f"; fields of {prefix.rstrip('.')}: {', '.join(keys)}"
+
+
 def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str]) -> ml_collections.ConfigDict:
     """Applies `config.a.b=value` (or `a.b=value`) overrides in place and returns the config."""
     for item in overrides:
@@ -62,12 +71,13 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str])
         key = key.removeprefix("--").removeprefix("config.")
         parent = config
         *path, leaf = key.split(".")
-        for part in path:
+        for depth, part in enumerate(path):
             if part not in parent:
-                raise KeyError(f"override {item!r}: no config field {part!r} (in {key})")
+                raise KeyError(f"override {item!r}: no config field {'.'.join(path[:depth + 1])!r}"
+                               f"{_closest(part, parent, path[:depth])}")
             parent = parent[part]
         if leaf not in parent:
-            raise KeyError(f"override {item!r}: no config field {key!r}; fields here: {sorted(parent.keys())}")
+            raise KeyError(f"override {item!r}: no config field {key!r}{_closest(leaf, parent, path)}")
         value = _parse_value(value_text)
         current = parent[leaf]
         if isinstance(current, tuple) and isinstance(value, list):
@@ -76,7 +86,11 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str])
             value = tuple(v for v in value.split(",") if v)  # --config.data.modalities=s2,s1
         if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
-        parent[leaf] = value
+        try:
+            parent[leaf] = value
+        except TypeError:  # ConfigDict refuses a value of another type than the field's
+            raise TypeError(f"override {item!r}: config.{key} takes a value of type {type(current).__name__} "
+                            f"(now {current!r}), got {value!r}") from None
     return config
 
 

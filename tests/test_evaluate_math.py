@@ -136,3 +136,16 @@ def test_splits_stratified_saved_and_checked(tmp_path):
     keep, held = splits.stratified_holdout(labels, 0.2, seed=0)
     assert len(np.intersect1d(keep, held)) == 0 and len(keep) + len(held) == len(labels)
     assert np.sum(labels[held] == 4) == 1
+
+
+def test_report_says_deterministic_instead_of_a_zero_spread():
+    from seamo_jax.evaluate import report
+
+    def row(metric, values):
+        return {"input": "S2", "encoder": "pretrained", "metric": metric, "label_fraction": 1.0,
+                "mean": float(np.mean(values)), "n": len(values), "ci_half_width": 0.01,
+                "per_seed": [{"seed": i, "value": v} for i, v in enumerate(values)]}
+
+    table = report.markdown_table({"results": [row("knn_top1", [0.5, 0.5, 0.5]), row("linear_top1", [0.5, 0.6, 0.7])]})
+    assert "50.00 (deterministic: no seed spread)" in table
+    assert "60.00 ± 1.00" in table

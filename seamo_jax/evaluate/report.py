@@ -22,6 +22,10 @@ MARKDOWN_FILE = "probe_results.md"
 
 def _cell(summary: Mapping[str, Any]) -> str:
     mean = 100.0 * summary["mean"]
+    per_seed = {s["value"] for s in summary.get("per_seed", ())}
+    if summary.get("n", 0) > 1 and len(per_seed) == 1:
+        # e.g. kNN on all labels: the seeds change nothing it reads. "± 0.00" would read as a measured spread.
+        return f"{mean:.2f} (deterministic: no seed spread)"
     if summary.get("ci_half_width") is None:
         return f"{mean:.2f} (n={summary['n']})"
     return f"{mean:.2f} ± {100.0 * summary['ci_half_width']:.2f}"
