@@ -11,6 +11,7 @@ load the same ones.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable, Sequence
 
 import jax
@@ -91,6 +92,12 @@ def loader_shard(sharding: NamedSharding, process_index: int | None = None,
     return LoaderShard(index=distinct.index(blocks[process_index]), count=len(distinct))
 
 
+@functools.lru_cache(maxsize=16)
+def _loader_count(sharding: NamedSharding) -> int:
+    """`loader_shard(sharding).count`, once per sharding: it walks every device, and batches come every step."""
+    return loader_shard(sharding).count
+
+
 def to_global_batch(local_batch: Any, sharding: NamedSharding) -> Any:
     """Turns this process's rows of the batch (pytree of numpy [B / shard count, ...]) into global arrays [B, ...].
 
@@ -99,7 +106,7 @@ def to_global_batch(local_batch: Any, sharding: NamedSharding) -> Any:
         the same on every process of that shard.
       sharding: the batch sharding (`batch_sharding(mesh, rules' batch axes)`).
     """
-    count = loader_shard(sharding).count
+    count = _loader_count(sharding)
 
     def place(x):
         x = np.asarray(x)
