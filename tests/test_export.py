@@ -133,3 +133,23 @@ def test_timm_parity(tmp_path, modalities, seasons, fusion):
                                    jnp.zeros((3, 2, 2), jnp.int32), method="encode", modalities=("s2",),
                                    seasons=(1,))[0]
         assert np.abs(np.asarray(other_season) - timm_tokens[:, 1:]).max() > 1e-3
+
+
+@pytest.mark.parametrize("modalities,seasons,fusion", [(("s2", "s1"), 4, "tm"), (("s2",), 1, "none")])
+def test_numpy_forward_of_the_timm_export_matches_flax(tmp_path, modalities, seasons, fusion):
+    """Numpy only: the exported timm-named weights, run by export/numpy_vit.py, give the Flax encoder's tokens."""
+    from seamo_jax.export import numpy_vit
+
+    config = _config(modalities=modalities, seasons=seasons, fusion=fusion)
+    model, variables = _model_and_params(config, seed=1)
+    card = exporter.export_params(variables["params"], config, _specs(config), tmp_path, step=0)
+    state = tensor_files.load_numpy(tmp_path / card["files"]["timm"])
+    images = np.random.default_rng(2).normal(size=(3, IMAGE, IMAGE, 13)).astype(np.float32)
+    tokens = numpy_vit.forward_features(state, images, num_heads=card["timm"]["kwargs"]["num_heads"])
+    cls, flax_tokens = _flax_s2_tokens(model, variables, images)
+    np.testing.assert_allclose(tokens[:, 0], cls, atol=1e-4, rtol=0)
+    np.testing.assert_allclose(tokens[:, 1:], flax_tokens, atol=1e-4, rtol=0)
+    if seasons > 1:  # sensitive: season 1's embedding gives other tokens
+        other = model.apply(variables, {"s2": jnp.asarray(images)[:, None].repeat(2, 1)},
+                            jnp.zeros((3, 2, 2), jnp.int32), method="encode", modalities=("s2",), seasons=(1,))[0]
+        assert np.abs(np.asarray(other) - tokens[:, 1:]).max() > 1e-3
