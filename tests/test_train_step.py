@@ -133,7 +133,15 @@ def test_recon_perfect_prediction_reproduces_input(tmp_path):
                                {"s2": sensors.S2_L1C, "s1": sensors.S1_GRD}, 8, True)
     assert [p.name for p in paths] == ["step_000005_s2.png", "step_000005_s1.png"]
     from PIL import Image
-    assert Image.open(paths[0]).size == (3 * 18 * 4, 2 * 18 * 4)  # 3 panels x 2 seasons, 2-px gaps, x4
+    image = np.asarray(Image.open(paths[0]).convert("L"))
+    height, width = image.shape
+    # 3 panels x 2 seasons, 2-px gaps, x4, plus a header of column labels and a margin of row labels.
+    assert width > 3 * 18 * 4 and height > 2 * 18 * 4
+    header, margin = height - 2 * 18 * 4, width - 3 * 18 * 4
+    assert (image[:header] < 128).any() and (image[header:, :margin] < 128).any()  # text was drawn
+    other_seasons = write_recon_images(tmp_path / "b", 5, views, preds, np.ones((2, 2, 2, 4), bool), ("s2",),
+                                    {"s2": sensors.S2_L1C}, 8, True, season_ids=np.array([[2, 3], [0, 1]]))
+    assert not np.array_equal(np.asarray(Image.open(other_seasons[0]).convert("L"))[:, :margin], image[:, :margin])
 
 
 def test_preemption_watcher_catches_sigterm_and_restores_handler():

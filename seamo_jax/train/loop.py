@@ -91,7 +91,7 @@ def _write_recon(setup: TrainSetup, state: Any, batch: Any, local_batch: Any, st
     config = setup.config
     write_recon_images(out_dir, step, local_batch["views"], preds, np.asarray(local_batch["mask"]),
                        tuple(config.data.modalities), setup.sensor_specs, int(config.model.patch_size),
-                       bool(config.model.get("norm_pix_loss", True)))
+                       bool(config.model.get("norm_pix_loss", True)), season_ids=local_batch.get("season_ids"))
 
 
 # The loss reflects the params *before* an update; grad and param norms catch

@@ -12,11 +12,11 @@ which is exact for visible patches and the best available for masked ones.
 from __future__ import annotations
 
 import io
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 from etils import epath
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from seamo_jax.paths import PathLike, user_path
 from seamo_jax.sensors import RGB_BANDS, SensorSpec
@@ -100,10 +100,34 @@ def recon_grid(views: np.ndarray, preds: np.ndarray, masks: np.ndarray, spec: Se
     return (grid * 255).round().astype(np.uint8)
 
 
+COLUMN_LABELS = ("input", "masked input", "reconstruction")
+
+
+def label_grid(image: Image.Image, *, row_labels: Sequence[str], column_labels: Sequence[str]) -> Image.Image:
+    """`image` (rows x columns of equal panels) with a header of column labels and a margin of row labels.
+
+    Drawn with PIL's own font, so the PNGs say which row is which season and
+    which column is the input, the masked input and the reconstruction.
+    """
+    font = ImageFont.load_default()
+    draw = ImageDraw.Draw(image)
+    text_h = max(draw.textbbox((0, 0), t, font=font)[3] for t in [*row_labels, *column_labels]) + 6
+    margin = max(draw.textbbox((0, 0), t, font=font)[2] for t in row_labels) + 8
+    canvas = Image.new("RGB", (image.width + margin, image.height + text_h), "white")
+    canvas.paste(image, (margin, text_h))
+    draw = ImageDraw.Draw(canvas)
+    cell_w, cell_h = image.width / len(column_labels), image.height / len(row_labels)
+    for col, text in enumerate(column_labels):
+        draw.text((margin + col * cell_w + 2, 2), text, fill="black", font=font)
+    for row, text in enumerate(row_labels):
+        draw.text((2, text_h + row * cell_h + cell_h / 2 - 5), text, fill="black", font=font)
+    return canvas
+
+
 def write_recon_images(out_dir: PathLike, step: int, views: Mapping[str, np.ndarray],
                        preds: Mapping[str, np.ndarray], mask: np.ndarray, modalities: tuple[str, ...],
                        specs: Mapping[str, SensorSpec], patch_size: int, norm_pix_loss: bool,
-                       scale: int = 4) -> list[epath.Path]:
+                       scale: int = 4, season_ids: np.ndarray | None = None) -> list[epath.Path]:
     """Writes `<out_dir>/step_<step>_<modality>.png` for sample 0 of the batch.
 
     Args:
@@ -111,6 +135,7 @@ def write_recon_images(out_dir: PathLike, step: int, views: Mapping[str, np.ndar
       preds: modality -> [B, S, T, p*p*C].
       mask: bool [B, S, M, T], modality axis in `modalities` order.
       scale: nearest-neighbour upscaling so small crops stay visible.
+      season_ids: int [B, S] season of each row (batch["season_ids"]); default 0..S-1.
     Returns:
       the written paths.
     """
@@ -124,6 +149,9 @@ def write_recon_images(out_dir: PathLike, step: int, views: Mapping[str, np.ndar
                           np.asarray(mask[0, :, index]), specs[m], patch_size, norm_pix_loss)
         image = Image.fromarray(grid)
         image = image.resize((grid.shape[1] * scale, grid.shape[0] * scale), Image.NEAREST)
+        seasons = views[m].shape[1]
+        ids = list(range(seasons)) if season_ids is None else [int(i) for i in np.asarray(season_ids)[0]]
+        image = label_grid(image, row_labels=[f"{m} season {i}" for i in ids], column_labels=COLUMN_LABELS)
         path = out_dir / f"step_{step:06d}_{m}.png"
         encoded = io.BytesIO()
         image.save(encoded, format="PNG")
