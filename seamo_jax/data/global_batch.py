@@ -63,14 +63,13 @@ def loader_shard(sharding: NamedSharding, process_index: int | None = None,
     Processes whose rows are the same form one shard; shards are numbered in
     the order of their first row.
 
+    Args:
+      process_of: device -> process index (default `device.process_index`;
+        tests lay out several hosts over one host's devices).
     Raises:
       ValueError: a process's rows are not one contiguous block (e.g. a
         hand-made device order that interleaves hosts), which per-process
         loading cannot fill.
-
-    Args:
-      process_of: device -> process index (default `device.process_index`;
-        tests lay out several hosts over one host's devices).
     """
     process_index = jax.process_index() if process_index is None else process_index
     process_of = process_of or (lambda device: device.process_index)

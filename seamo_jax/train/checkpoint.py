@@ -201,7 +201,7 @@ def read_run_metadata(checkpoint_dir: PathLike) -> tuple[ml_collections.ConfigDi
     return config, specs
 
 
-def _state_dir(directory: epath.Path, step: int | None) -> tuple[epath.Path, int]:
+def _state_dir(directory: epath.Path, step: int | None) -> epath.Path:
     """`<directory>/<step>/state` of a complete checkpoint (default: the latest)."""
     manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True))
     try:
@@ -213,10 +213,11 @@ def _state_dir(directory: epath.Path, step: int | None) -> tuple[epath.Path, int
         raise FileNotFoundError(f"no complete checkpoint in {directory}")
     if step not in steps:
         raise FileNotFoundError(f"no complete checkpoint for step {step} in {directory}; have {steps}")
-    return directory / str(step) / "state", step
+    return directory / str(step) / "state"
 
 
-def _flat(tree: PyTree) -> dict[str, Any]:
+def flat_leaves(tree: PyTree) -> dict[str, Any]:
+    """{keystr(path): leaf} of a pytree (the names warm-start reports use)."""
     return {jax.tree_util.keystr(path): leaf for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
 
 
@@ -254,19 +255,19 @@ def restore_params(checkpoint_dir: PathLike, target: PyTree, step: int | None = 
       report lists "copied", "fresh" (missing or differently shaped) and
       "unused" (checkpoint-only) leaf paths, in the target's layout.
     """
-    state_dir, _ = _state_dir(resolve_checkpoint_dir(checkpoint_dir), step)
+    state_dir = _state_dir(resolve_checkpoint_dir(checkpoint_dir), step)
     checkpointer = ocp.PyTreeCheckpointer()
     saved = checkpointer.metadata(state_dir).item_metadata.tree["params"]
     read_target = layer_layout.match_layout(target, like=saved)
-    saved_flat, target_flat = _flat(saved), _flat(read_target)
+    saved_flat, target_flat = flat_leaves(saved), flat_leaves(read_target)
     matching = {k: v for k, v in target_flat.items()
                 if k in saved_flat and tuple(saved_flat[k].shape) == tuple(v.shape)}
     item = {"params": _unflatten_like(read_target, matching)}
     restored = checkpointer.restore(state_dir, args=ocp.args.PyTreeRestore(
         item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item), partial_restore=True))
     # Report in the target's own layout, so names match the model's params.
-    copied_like_target = _flat(layer_layout.match_layout(_unflatten_like(read_target, matching), like=target))
-    target_keys = set(_flat(target))
+    copied_like_target = flat_leaves(layer_layout.match_layout(_unflatten_like(read_target, matching), like=target))
+    target_keys = set(flat_leaves(target))
     report = {"copied": sorted(copied_like_target), "fresh": sorted(target_keys - set(copied_like_target)),
               "unused": sorted(set(saved_flat) - set(matching))}
     return restored["params"], report
@@ -289,7 +290,7 @@ def load_params(checkpoint_dir: PathLike, step: int | None = None
     """
     directory = resolve_checkpoint_dir(checkpoint_dir)
     config, specs = read_run_metadata(directory)
-    state_dir, _ = _state_dir(directory, step)
+    state_dir = _state_dir(directory, step)
     # Read only the params subtree, placed on one local device whatever mesh
     # wrote it: evaluation runs on a different device layout than training.
     checkpointer = ocp.PyTreeCheckpointer()

@@ -24,10 +24,6 @@ from seamo_jax.train import checkpoint as ckpt_lib
 PyTree = Any
 
 
-def _flat(tree: PyTree) -> dict[str, Any]:
-    return {jax.tree_util.keystr(path): leaf for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
-
-
 def warm_start_params(params: PyTree, checkpoint_dir: PathLike, shardings: PyTree, step: int | None = None
                       ) -> tuple[PyTree, dict[str, list[str]]]:
     """`params` with every leaf the checkpoint has (same path and shape) replaced by the checkpoint's.
@@ -47,7 +43,7 @@ def warm_start_params(params: PyTree, checkpoint_dir: PathLike, shardings: PyTre
     def merge(fresh: PyTree, pretrained: dict) -> PyTree:
         # Phase 1 may have run with the other `scan_layers` setting: convert
         # inside jit, so the (un)stacking is a device-side slice of shards.
-        source = _flat(layer_layout.match_layout(pretrained, like=fresh))
+        source = ckpt_lib.flat_leaves(layer_layout.match_layout(pretrained, like=fresh))
         return jax.tree_util.tree_map_with_path(
             lambda path, leaf: source.get(jax.tree_util.keystr(path), leaf).astype(leaf.dtype), fresh)
 
