@@ -1,6 +1,6 @@
 """SeaMo ablation on the synthetic seasons set: each arm pretrained with the same compute, then probed.
 
-What it measures. Every arm is the tiny CPU SeaMo of experiments/demo_cpu.py
+What it measures. Every arm is the tiny CPU SeaMo of seamo_jax/experiments/demo_cpu.py
 plus a few config overrides (ARMS). Each arm is pretrained with
 `seamo_jax.train.loop.run_pretraining` on the same synthetic dataset and
 probed on frozen features with `seamo_jax.evaluate.probe.run_probe`: linear
@@ -70,7 +70,7 @@ import time
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-BASE_CONFIG = "experiments/demo_cpu.py"
+BASE_CONFIG = "demo_cpu"
 REFERENCE_ARM = "d"
 ARMS = {  # name -> (description, overrides of BASE_CONFIG on top of COMMON)
     "a": ("S2 only, 1 season, no fusion (MAE)",
@@ -107,7 +107,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seeds", default=None, help="probe seeds, comma list (default 0,1,2; --quick 0)")
     p.add_argument("--labels", default="land_cover",
                    help="synthetic label set (builder kwarg labels); '' = the builder default (scene)")
-    p.add_argument("--probe-config", default="experiments/probe_synthetic.py:land_cover")
+    p.add_argument("--probe-config", default="probe_synthetic:land_cover")
     p.add_argument("--workdir", default="runs/ablation", help="<workdir>/tfds, <workdir>/<arm>/{pretrain,probe}")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every arm")
     p.add_argument("--quick", action="store_true", help="smoke run: tiny dataset, few steps, 1 seed")
@@ -129,19 +129,20 @@ def base_config(args: argparse.Namespace):
     """demo_cpu.py + COMMON (+ QUICK) + --set, labels and data dir: what every arm starts from."""
     from seamo_jax.configs import apply_overrides, load_config
 
+    import ml_collections
+
     config = load_config(BASE_CONFIG, COMMON + (QUICK if args.quick else ()))
-    if args.labels:
-        config.data.builder_kwargs.labels = args.labels  # a builder kwarg: a new key is allowed here
+    if args.labels:  # a builder kwarg: builder_kwargs is replaced whole
+        config.data.builder_kwargs = ml_collections.ConfigDict({**config.data.builder_kwargs, "labels": args.labels})
     config.data.data_dir = str(pathlib.Path(args.workdir) / "tfds")
     return apply_overrides(config, args.set)
 
 
 def arm_config(base, name: str):
     """A copy of `base` with arm `name`'s overrides (KeyError for a key the config lacks)."""
-    import ml_collections
-    from seamo_jax.configs import apply_overrides
+    from seamo_jax.configs import apply_overrides, config_from_dict
 
-    return apply_overrides(ml_collections.ConfigDict(base.to_dict()), ARMS[name][1])
+    return apply_overrides(config_from_dict(base.to_dict()), ARMS[name][1])
 
 
 def step_cost(config, match: str) -> float:
@@ -193,20 +194,17 @@ def plan(args: argparse.Namespace) -> dict[str, dict]:
 def probe_config(train_config, args: argparse.Namespace):
     """The probe config of one arm: --probe-config with the arm's data/model/mask/mesh (as demo_probe_config)."""
     import ml_collections
-    from seamo_jax.configs import load_config
+    from seamo_jax.configs import config_from_dict, load_config
     from seamo_jax.train.loop import builder_kwargs
 
-    config = load_config(args.probe_config)
-    for section in ("data", "model", "mask", "mesh"):
-        config[section] = ml_collections.ConfigDict(train_config[section].to_dict())
-    config.sharding_rules = train_config.sharding_rules
+    config = config_from_dict({**train_config.to_dict(), "probe": load_config(args.probe_config).probe.to_dict()})
     probe = config.probe
     probe.input_sets = tuple({s["name"]: dict(s) for s in probe_inputs(train_config).values()}.values())
     probe.label_fractions = (1.0,)
     probe.seeds = args.seeds
     probe.num_train = int(train_config.probe.num_train)
     probe.data_dir = train_config.data.data_dir
-    probe.builder_kwargs = builder_kwargs(train_config.data)  # the pretraining dataset, whatever the spec says
+    probe.builder_kwargs = ml_collections.ConfigDict(builder_kwargs(train_config.data))  # the pretraining dataset
     probe.crop_size = int(train_config.data.crop_size)
     probe.build_dataset = True
     probe.cache_dir = str(pathlib.Path(args.workdir) / "feature_cache" / encoder_signature(train_config))
@@ -236,7 +234,7 @@ def check_inputs(args: argparse.Namespace, base) -> None:
         load_config(args.probe_config)
     except (ValueError, FileNotFoundError, AttributeError) as err:
         raise SystemExit(f"ablation: probe config {args.probe_config!r} is not available ({err}); "
-                         "pass e.g. --probe-config experiments/probe_synthetic.py") from err
+                         "pass e.g. --probe-config probe_synthetic") from err
     kwargs = builder_kwargs(base.data)
     try:
         registry.get_builder(base.data.builder, base.data.data_dir, **kwargs)

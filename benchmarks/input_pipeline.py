@@ -1,11 +1,29 @@
-"""Input pipeline throughput vs a bare numpy loop and vs the train step. Prints ONE JSON line.
+"""Input pipeline cost per sample, vs a bare numpy loop and the train step. Prints ONE JSON line.
 
 Full pipeline = read ArrayRecord shards from disk + decode + non-aligned crop
 + flip + normalise + mask + batch (seamo_jax.data.pipeline), on
-SSL4EO-S12-sized records (4 seasons x (12 S2-L2A + 2 S1) bands x 264 px,
-224-px crops, patch 16). Baseline = a single-threaded numpy crop + normalise
-loop over the same records held in memory, in the same run.
+SSL4EO-S12-sized records as `seamo_vitb_ssl4eo:phase2` reads them (4 seasons
+x (13 S2-L1C + 2 S1) bands x 264 px, 224-px "partial" / "crop_area" views,
+patch 16). Record content is the synthetic_seasons generator's (textures,
+clouds, sensor noise and speckle, so compression ratios mean something;
+`--content random` for uniform noise). Reference = a single-threaded numpy
+crop + normalise loop over the same records held in memory, in the same run.
 
+Per storage variant (`--storage`, each written to its own shards and measured
+`--repeats` times, order alternating): cpu_ms_per_sample (process CPU time,
+read threads and worker processes included, / samples, ArrayRecord to global
+batch), bytes_per_sample (shard bytes on disk / records) and
+pipeline_samples_per_s (wall), each the best of the repeats (on a shared
+machine other processes only add time), with every repeat listed. A variant is "<storage>[+<codec>][+numpy]":
+S1 storage (default = uint16 dB codes, what new builds write; s1_f32 / s1_f16
+/ s1_u16 / s1_u8), ArrayRecord codec (zstd1, zstd3, snappy; default none) and
+"+numpy" for crop_area views by the numpy resize instead of the compiled
+kernel. The baseline "s1_f32+numpy" (builds and pipeline before 2026-12-01) is
+always measured; the top-level keys are those of `--report` (default: the
+first of `--storage`).
+
+    python benchmarks/input_pipeline.py                           # default vs baseline
+    python benchmarks/input_pipeline.py --storage default,s1_f16,s1_u8,default+numpy,default+zstd1
     python benchmarks/input_pipeline.py --workers 2
     python benchmarks/input_pipeline.py --sweep 0,1,2,4          # best of the sweep + all points
     python benchmarks/input_pipeline.py --train-samples-per-s 410  # ratio vs a known train step rate
@@ -24,6 +42,7 @@ import argparse
 import json
 import os
 import pathlib
+import resource
 import subprocess
 import sys
 import tempfile
@@ -34,64 +53,142 @@ import numpy as np
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from experiments.demo_cpu import get_config  # noqa: E402
+from seamo_jax.experiments.demo_cpu import get_config  # noqa: E402
 from seamo_jax import sensors  # noqa: E402
 from seamo_jax.data import crops, pipeline, testing  # noqa: E402
 
 
+# Storage variants: S1 storage dtype (None = float32 dB) and ArrayRecord codec; "+numpy" = crop_area views by
+# the numpy resize instead of the compiled kernel (seamo_jax/data/native_resize.py).
+STORAGE = {
+    "default": dict(s1_storage=sensors.S1_STORAGE_DTYPE),
+    "s1_f32": dict(s1_storage=None),
+    "s1_f16": dict(s1_storage="float16"),
+    "s1_u16": dict(s1_storage="uint16"),
+    "s1_u8": dict(s1_storage="uint8"),
+}
+CODECS = {"zstd1": "zstd:1", "zstd3": "zstd:3", "snappy": "snappy"}
+BASELINE = "s1_f32+numpy"  # what builds and the pipeline did before 2026-12-01
+
+
+def storage_variant(name: str) -> dict:
+    """"<storage>[+<codec>][+numpy]", e.g. "s1_u8+zstd1" -> record_features / writer / resize settings."""
+    base, *options = name.split("+")
+    if base not in STORAGE or any(o not in CODECS and o != "numpy" for o in options):
+        raise SystemExit(f"unknown storage variant {name!r}: use one of {sorted(STORAGE)} [+ {sorted(CODECS)}] "
+                         f"[+numpy]")
+    variant = dict(STORAGE[base], compression="uncompressed", native_resize="numpy" not in options)
+    for option in options:
+        if option in CODECS:
+            variant["compression"] = CODECS[option]
+    return variant
+
+
+def use_native_resize(enabled: bool) -> None:
+    """Switches crop_area views between the compiled kernel and the numpy path (workers inherit the env)."""
+    from seamo_jax.data import native_resize  # noqa: PLC0415
+
+    os.environ["SEAMO_NATIVE_RESIZE"] = "1" if enabled else "0"
+    native_resize._state.clear()  # pylint: disable=protected-access
+
+
 def _config(args: argparse.Namespace):
     config = get_config()
-    config.data.sensors = {"s2": "s2_l2a", "s1": "s1_grd"}
+    config.data.sensors = {"s2": "s2_l1c", "s1": "s1_grd"}
     config.data.seasons = args.seasons
     config.data.crop_size = args.crop
-    # The "overlap" reading (crop + normalise, no resize) as measured before; windows of a 224 crop in a 264
-    # tile overlap >= 0.675, and an unreachable range is an error (seamo_jax/data/crops.py).
-    config.data.overlap_range = (max(0.5, crops.min_feasible_overlap(args.tile, args.crop)), 1.0)
+    config.data.region_selection = "partial"
+    config.data.region_reading = args.reading
+    if args.reading == "overlap":
+        # Windows of a 224 crop in a 264 tile overlap >= 0.675; an unreachable range is an error (crops.py).
+        config.data.overlap_range = (max(0.5, crops.min_feasible_overlap(args.tile, args.crop)), 1.0)
+    else:
+        config.data.overlap_range = (0.5, 1.0)  # seamo_vitb_ssl4eo: crop area in [0.5, 1] of the tile
     config.data.batch_size = args.batch_size
     config.data.read_threads = args.read_threads
     config.model.patch_size = args.patch
     return config
 
 
-def _write_records(args: argparse.Namespace, directory: str) -> tuple[object, list[dict]]:
-    """Writes `args.num_records` records as a TFDS ArrayRecord dataset; returns (data source, records)."""
+def make_records(args: argparse.Namespace, num_classes: int = 4) -> list[dict]:
+    """The benchmark's records (float32 S1 dB, uint16 S2), as builders hand them to the writer."""
+    if args.content == "random":
+        return testing.make_records(args.num_records, seed=0, num_classes=num_classes, num_seasons=args.seasons,
+                                    tile_size=args.tile, s2_bands=sensors.S2_L1C.num_bands)
+    from data_pipelines.synthetic_seasons import generator  # noqa: PLC0415
+
+    records = []
+    for i in range(args.num_records):
+        tile = generator.generate_tile(0, "train", i, args.tile)
+        records.append({"s2": tile["s2"][:args.seasons], "s1": tile["s1"][:args.seasons],
+                        "timestamps": tile["timestamps"][:args.seasons], "location_id": f"loc{i}".encode(),
+                        "latlon": tile["latlon"], "label": np.int64(i % num_classes)})
+    return records
+
+
+def write_records(args: argparse.Namespace, records: list[dict], directory: str, variant: dict) -> object:
+    """Writes the records as a TFDS ArrayRecord dataset in `variant`'s storage; returns the data source."""
     import tensorflow_datasets as tfds  # noqa: PLC0415  (only the benchmark's writer side needs it here)
 
     from data_pipelines import writer
     from data_pipelines.features import record_features
 
-    num_classes = 4
-    records = testing.make_records(args.num_records, seed=0, num_classes=num_classes, num_seasons=args.seasons,
-                                   tile_size=args.tile, s2_bands=12)
-    features = record_features(num_seasons=args.seasons, tile_size=args.tile, s2_sensor=sensors.S2_L2A,
-                               with_s1=True, class_names=[f"c{i}" for i in range(num_classes)])
+    features = record_features(num_seasons=args.seasons, tile_size=args.tile, s2_sensor=sensors.S2_L1C,
+                               with_s1=True, class_names=[f"c{i}" for i in range(4)],
+                               s1_storage=variant["s1_storage"])
     template = writer.split_template(directory, "input_pipeline_bench", "train")
     split = writer.write_split(features, [{k: r[k] for k in features} for r in records], len(records), template,
-                               num_shards=max(1, args.num_records // 16), num_workers=1)
+                               num_shards=max(1, args.num_records // 16), num_workers=1,
+                               compression=variant["compression"])
     writer.write_metadata(directory, features, [split])
-    return tfds.builder_from_directory(directory).as_data_source(split="train"), records
+    return tfds.builder_from_directory(directory).as_data_source(split="train")
 
 
-def pipeline_rate(config, source, workers: int, batches: int, warmup: int) -> float:
-    """Samples/s of the full Grain pipeline after `warmup` batches (worker start-up excluded)."""
+def bytes_on_disk(directory: str, num_records: int) -> float:
+    """Bytes of the ArrayRecord shards per record."""
+    total = sum(path.stat().st_size for path in pathlib.Path(directory).rglob("*.array_record-*"))
+    return total / num_records
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process (all threads) and its live and reaped children (Grain workers)."""
+    total = time.process_time() + sum(getattr(resource.getrusage(resource.RUSAGE_CHILDREN), f)
+                                      for f in ("ru_utime", "ru_stime"))
+    try:
+        import psutil  # noqa: PLC0415
+
+        for child in psutil.Process().children(recursive=True):
+            try:
+                times = child.cpu_times()
+                total += times.user + times.system
+            except psutil.Error:
+                pass
+    except ImportError:
+        pass
+    return total
+
+
+def pipeline_rate(config, source, workers: int, batches: int, warmup: int) -> dict:
+    """Samples/s (wall) and CPU-ms per sample of the full Grain pipeline after `warmup` batches."""
     it = pipeline.make_train_iterator(config, source, shard_index=0, shard_count=1, seed=0,
                                       worker_count=workers)
     for _ in range(warmup):
         next(it)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), cpu_seconds()
     for _ in range(batches):
         batch = next(it)
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, cpu_seconds() - cpu
     assert batch["mask"].shape[0] == config.data.batch_size
     if workers:
         it.close()
-    return batches * config.data.batch_size / elapsed
+    samples = batches * config.data.batch_size
+    return {"pipeline_samples_per_s": samples / elapsed, "cpu_ms_per_sample": 1e3 * cpu / samples}
 
 
 def numpy_rate(records: list[dict], args: argparse.Namespace, samples: int) -> float:
     """Bare loop: random crop of every season + normalise both modalities, in memory."""
     rng = np.random.default_rng(0)
-    specs = {"s2": sensors.S2_L2A, "s1": sensors.S1_GRD}
+    specs = {"s2": sensors.S2_L1C, "s1": sensors.S1_GRD}
     start = time.perf_counter()
     for i in range(samples):
         record = records[i % len(records)]
@@ -111,7 +208,7 @@ def train_rate(args: argparse.Namespace) -> tuple[float | None, str | None]:
     try:
         command = [sys.executable, str(script), "--model", "vit_b16", "--seasons", str(args.seasons),
                    "--modalities", "s2,s1", "--fusion", "tm", "--img", str(args.crop), "--patch", str(args.patch),
-                   "--in-chans", "12", "--batch", "2", "--steps", "2"]
+                   "--in-chans", "13", "--batch", "2", "--steps", "2"]
         out = subprocess.run(command, capture_output=True, text=True, timeout=args.train_timeout, check=True).stdout
         result = json.loads(out.strip().splitlines()[-1])
         for key in ("train_samples_per_s", "samples_per_s", "samples_per_sec"):
@@ -126,6 +223,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--sweep", default="", help="comma-separated worker counts, e.g. 0,1,2,4")
+    parser.add_argument("--storage", default="default",
+                        help="comma-separated storage variants besides 'baseline', e.g. s1_f16,s1_u8+zstd1")
+    parser.add_argument("--report", default="", help="variant of the top-level keys (default: first of --storage)")
+    parser.add_argument("--repeats", type=int, default=2, help="measurements per variant (order alternates)")
+    parser.add_argument("--content", choices=("synthetic", "random"), default="synthetic")
+    parser.add_argument("--reading", choices=("crop_area", "overlap"), default="crop_area")
     parser.add_argument("--num-records", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--batches", type=int, default=8)
@@ -141,31 +244,77 @@ def main() -> None:
     parser.add_argument("--train-timeout", type=int, default=900)
     args = parser.parse_args()
 
+    names = [BASELINE] + [n for n in args.storage.split(",") if n and n != BASELINE]
+    report = args.report or (names[1] if len(names) > 1 else BASELINE)
+    if report not in names:
+        raise SystemExit(f"--report {report!r} is not among the measured variants {names}")
+    variants = {name: storage_variant(name) for name in names}
+    worker_counts = [int(w) for w in args.sweep.split(",")] if args.sweep else [args.workers]
     config = _config(args)
-    with tempfile.TemporaryDirectory(dir=args.data_dir or None) as directory:
-        source, records = _write_records(args, directory)
-        worker_counts = [int(w) for w in args.sweep.split(",")] if args.sweep else [args.workers]
-        sweep = [{"workers": w, "pipeline_samples_per_s": pipeline_rate(config, source, w, args.batches, args.warmup)}
-                 for w in worker_counts]
+    records = make_records(args)
+    measured: dict[str, dict] = {name: {"points": []} for name in names}
+    with tempfile.TemporaryDirectory(dir=args.data_dir or None) as root:
+        sources, written = {}, {}
+        for name in names:
+            key = (variants[name]["s1_storage"], variants[name]["compression"])  # "+numpy" reads the same shards
+            if key not in written:
+                directory = os.path.join(root, f"v{len(written)}")
+                written[key] = (write_records(args, records, directory, variants[name]),
+                                bytes_on_disk(directory, len(records)))
+            sources[name], measured[name]["bytes_per_sample"] = written[key]
+        for repeat in range(args.repeats):
+            for name in (names if repeat % 2 == 0 else names[::-1]):  # A B .. then .. B A
+                use_native_resize(variants[name]["native_resize"])
+                for w in worker_counts:
+                    point = pipeline_rate(config, sources[name], w, args.batches, args.warmup)
+                    measured[name]["points"].append({"workers": w, "repeat": repeat, **point})
         base = numpy_rate(records, args, samples=args.batches * args.batch_size)
-    best = max(sweep, key=lambda point: point["pipeline_samples_per_s"])
+
+    def summary(name: str) -> dict:
+        points = measured[name]["points"]
+        by_workers = {w: [p for p in points if p["workers"] == w] for w in worker_counts}
+        # Best of the repeats: other processes on a shared machine only ever add time (cache, SMT, steal).
+        best = max(worker_counts, key=lambda w: max(p["pipeline_samples_per_s"] for p in by_workers[w]))
+        chosen = by_workers[best]
+        return {
+            "workers": best,
+            "pipeline_samples_per_s": round(max(p["pipeline_samples_per_s"] for p in chosen), 2),
+            "cpu_ms_per_sample": round(min(p["cpu_ms_per_sample"] for p in chosen), 3),
+            "bytes_per_sample": int(measured[name]["bytes_per_sample"]),
+            "repeats": [{"samples_per_s": round(p["pipeline_samples_per_s"], 2),
+                         "cpu_ms_per_sample": round(p["cpu_ms_per_sample"], 3)} for p in chosen],
+            **variants[name],
+        }
+
+    summaries = {name: summary(name) for name in names}
+    top, baseline = summaries[report], summaries[BASELINE]
     train, note = train_rate(args)
     result = {
-        "pipeline_samples_per_s": round(best["pipeline_samples_per_s"], 2),
-        "workers": best["workers"],
+        "pipeline_samples_per_s": top["pipeline_samples_per_s"],
+        "workers": top["workers"],
         "numpy_samples_per_s": round(base, 2),
-        "ratio_vs_numpy": round(best["pipeline_samples_per_s"] / base, 3),
+        "ratio_vs_numpy": round(top["pipeline_samples_per_s"] / base, 3),
+        "cpu_ms_per_sample": top["cpu_ms_per_sample"],
+        "bytes_per_sample": top["bytes_per_sample"],
+        "storage": report,
+        "baseline_storage": BASELINE,
+        "baseline": {k: baseline[k] for k in ("pipeline_samples_per_s", "cpu_ms_per_sample", "bytes_per_sample")},
+        "cpu_ratio_vs_baseline": round(top["cpu_ms_per_sample"] / baseline["cpu_ms_per_sample"], 3),
+        "bytes_ratio_vs_baseline": round(top["bytes_per_sample"] / baseline["bytes_per_sample"], 3),
+        "variants": summaries,
         "batch_size": args.batch_size,
-        "record": f"{args.seasons}x({12}+2)x{args.tile}px, crop {args.crop}, patch {args.patch}",
+        "record": f"{args.seasons}x({sensors.S2_L1C.num_bands}+2)x{args.tile}px {args.content}, "
+                  f"crop {args.crop} {args.reading}, patch {args.patch}",
         "cpu_count": os.cpu_count(),
     }
     if train is not None:
         result["train_samples_per_s"] = round(train, 2)
-        result["ratio_vs_train"] = round(best["pipeline_samples_per_s"] / train, 3)
+        result["ratio_vs_train"] = round(top["pipeline_samples_per_s"] / train, 3)
     else:
         result["note"] = note
-    if len(sweep) > 1:
-        result["sweep"] = [{k: round(v, 2) if isinstance(v, float) else v for k, v in p.items()} for p in sweep]
+    if len(worker_counts) > 1:
+        result["sweep"] = [{k: round(v, 3) if isinstance(v, float) else v for k, v in p.items()}
+                           for p in measured[report]["points"]]
     print(json.dumps(result))
 
 

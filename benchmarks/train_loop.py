@@ -20,14 +20,17 @@ synthetic records, checkpointer) and measures, after compilation:
                 fetched every `--log-every` steps), measured in the same run
                 for comparison
 
-Prints ONE JSON line. Defaults to ViT-S/16 at 224 px, 4 seasons, S1+S2,
-batch 64 (accelerator sizes). On CPU the model runs in fp32 without remat,
-its fastest step (`--accelerator-settings`: bf16 + remat), and a 2-core CPU
-needs smaller shapes to finish in minutes; `--model tiny` is the worst case
-(0.3 s steps, so input preparation weighs most):
+Prints ONE JSON line. Defaults fit a 2-core, 24 GB machine in ~9 minutes:
+ViT-S/16 at 224 px, S1+S2, 2 seasons, batch 8, 10 steps. `--accelerator-size`
+switches the unset sizes to an accelerator's (4 seasons, batch 64, 20
+steps, 256 records; ~50 GB of host memory on CPU). On CPU the model runs
+in fp32 without remat, its fastest step (`--accelerator-settings`: bf16 +
+remat); `--model tiny` is the worst case (0.3 s steps, so input
+preparation weighs most):
 
-    python benchmarks/train_loop.py --batch-size 8 --seasons 2 --steps 10 --log-every 5   # ~9 min on 2 cores
+    python benchmarks/train_loop.py                        # ~9 min on 2 cores
     python benchmarks/train_loop.py --model tiny --steps 10
+    python benchmarks/train_loop.py --accelerator-size     # GPU / TPU host
 """
 
 from __future__ import annotations
@@ -44,13 +47,9 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def build_config(args: argparse.Namespace):
-    import ml_collections
-    spec_path = REPO / "experiments" / "demo_cpu.py"
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("demo_cpu", spec_path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config: ml_collections.ConfigDict = module.get_config("")
+    from seamo_jax import configs
+
+    config = configs.load_config("demo_cpu")
     if args.model == "tiny":
         config.model.size, config.model.patch_size = "tiny", 8
         config.data.crop_size, tile = 32, 48
@@ -80,21 +79,31 @@ def build_config(args: argparse.Namespace):
     return config, tile
 
 
+# Sizes that fit a 2-core, 24 GB CPU machine (the default) and an accelerator host (--accelerator-size).
+SMALL_SIZE = {"batch_size": 8, "seasons": 2, "steps": 10, "log_every": 5, "records": 64}
+ACCELERATOR_SIZE = {"batch_size": 64, "seasons": 4, "steps": 20, "log_every": 10, "records": 256}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="vit_s16", help="tiny | vit_s16 | vit_b16 | ...")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--seasons", type=int, default=4)
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--log-every", type=int, default=10)
+    parser.add_argument("--accelerator-size", action="store_true",
+                        help="unset sizes take accelerator values: " + ", ".join(f"{k}={v}" for k, v in ACCELERATOR_SIZE.items()))
+    parser.add_argument("--batch-size", type=int, default=None, help=f"default {SMALL_SIZE['batch_size']}")
+    parser.add_argument("--seasons", type=int, default=None, help=f"default {SMALL_SIZE['seasons']}")
+    parser.add_argument("--steps", type=int, default=None, help=f"default {SMALL_SIZE['steps']}")
+    parser.add_argument("--log-every", type=int, default=None, help=f"default {SMALL_SIZE['log_every']}")
     parser.add_argument("--checkpoint-every", type=int, default=10,
                         help="save every N steps inside the measured loop (0: only the final save)")
     parser.add_argument("--workers", type=int, default=0, help="grain worker processes")
-    parser.add_argument("--records", type=int, default=256, help="in-memory synthetic records")
+    parser.add_argument("--records", type=int, default=None, help=f"in-memory synthetic records, default {SMALL_SIZE['records']}")
     parser.add_argument("--no-activation-constraints", action="store_true")
     parser.add_argument("--accelerator-settings", dest="cpu_settings", action="store_false",
                         help="bf16 + remat as in the accelerator configs (default on CPU: fp32, no remat, unrolled)")
     args = parser.parse_args()
+    for key, value in (ACCELERATOR_SIZE if args.accelerator_size else SMALL_SIZE).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     import jax
     if jax.default_backend() != "cpu":
         args.cpu_settings = False

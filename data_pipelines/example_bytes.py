@@ -13,9 +13,9 @@ the wire format is simple to write with one `b"".join`:
   Feature    { 1: BytesList | 2: FloatList | 3: Int64List }
   *List      { 1: repeated value }               (numeric lists packed)
 
-Values are converted exactly as TFDS converts them (`_item_to_np_array`:
-dtype, shape check, bool -> int64, uint64 bitcast), so TFDS's parser reads
-back the same arrays. Map entries are written in sorted key order (what
+Values are converted as TFDS's serializer converts them (`np.asanyarray` to
+the spec dtype, shape check, bool -> int64, uint64 bitcast; `_to_array` here,
+not TFDS's private helper), so TFDS's parser reads back the same arrays. Map entries are written in sorted key order (what
 protobuf's deterministic serialisation does); TFDS's upb serialisation uses
 hash order, so bytes may differ in entry order only. Specs this module does
 not cover (sequence / ragged features) make `supports()` False and
@@ -27,7 +27,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 import numpy as np
-from tensorflow_datasets.core import example_serializer, utils
+from tensorflow_datasets.core import utils
 from tensorflow_datasets.core.features import feature as feature_lib
 from tensorflow_datasets.core.utils import dtype_utils
 
@@ -71,10 +71,29 @@ def _bytes_list(values: np.ndarray) -> list[bytes]:
     return parts
 
 
+def _is_string(item: Any) -> bool:
+    """str / bytes, a list or tuple of them, or a string / object array (what TFDS accepts as text)."""
+    if isinstance(item, (bytes, str)):
+        return True
+    if isinstance(item, (tuple, list)):
+        return all(_is_string(x) for x in item)
+    return isinstance(item, np.ndarray) and (item.dtype.kind in ("U", "S") or item.dtype == object)
+
+
+def _to_array(item: Any, dtype: np.dtype, shape: tuple) -> np.ndarray:
+    """`item` as an array of the spec dtype, with TFDS's checks: shape (None = any size) and string-ness."""
+    array = np.asanyarray(item, dtype=dtype)
+    if len(array.shape) != len(shape) or any(want is not None and want != got
+                                             for want, got in zip(shape, array.shape)):
+        raise ValueError(f"Shapes {array.shape} and {tuple(shape)} are incompatible")
+    if dtype_utils.is_string(dtype) and not _is_string(item):
+        raise ValueError(f"Unsupported value: {array}\nCould not convert to bytes list.")
+    return array
+
+
 def _feature(item: Any, info: feature_lib.TensorInfo) -> list[bytes]:
     """Serialised `tf.train.Feature` of one flat feature, as a part list."""
-    # Same conversion and checks as TFDS (dtype, shape, string-ness).
-    array = example_serializer._item_to_np_array(item, dtype=info.np_dtype, shape=info.shape)  # pylint: disable=protected-access
+    array = _to_array(item, info.np_dtype, info.shape)
     if array.dtype == np.bool_:
         array = array.astype(np.int64)
     if array.dtype == np.uint64:

@@ -17,6 +17,14 @@ OpenCV `INTER_LINEAR` / PyTorch `align_corners=False`, which is what the
 SSL4EO-S12 reference loader applies; "nearest" repeats each source pixel
 (exact for integer factors, keeps original values, e.g. for masks).
 
+Bit depth is part of what a file means: `read_band(..., dtype=...)` refuses
+(`BitDepthError`) an 8-bit file where 16 bits are expected (SSL4EO-S12's
+8-bit release is rescaled, not reflectance*10000) and the reverse, float
+files where integers are expected and integer files where floats (dB) are.
+Compressed files (e.g. JPEG, as in SSL4EO-S12's 8-bit release) are decoded by
+tifffile with the `imagecodecs` codecs; without them `CodecError` says what to
+install.
+
 Georeferencing (`center_latlon`) reads the GeoTIFF tags: geographic files
 (SSL4EO-S12 is exported as `+proj=latlong`) give lon/lat directly; WGS 84 UTM
 files (EuroSAT, BigEarthNet) are converted with the standard inverse
@@ -39,6 +47,14 @@ RESAMPLE_METHODS = ("bilinear", "nearest")
 
 class GeoTiffError(ValueError):
     """A GeoTIFF is missing, unreadable, or not shaped as its layout says."""
+
+
+class BitDepthError(GeoTiffError):
+    """A file's sample type means another encoding than the layout's (8 vs 16 bit, integer vs float)."""
+
+
+class CodecError(GeoTiffError):
+    """A compressed GeoTIFF whose codec is not installed (tifffile decodes JPEG etc. with imagecodecs)."""
 
 
 # Plain-TIFF fast path: the release files are small, uncompressed, striped,
@@ -118,7 +134,16 @@ def _read_with_axes(path: str | os.PathLike) -> tuple[np.ndarray, str]:
             return values.astype(values.dtype.newbyteorder("="), copy=False), axes
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]
-            return series.asarray(), series.axes
+            compression = getattr(tif.pages[0].compression, "name", str(tif.pages[0].compression))
+            try:
+                return series.asarray(), series.axes
+            except (ValueError, ImportError) as err:
+                if "imagecodecs" in str(err):
+                    raise CodecError(f"{path}: {compression}-compressed; decoding it needs the imagecodecs package "
+                                     "(pip install imagecodecs, or the seamo_jax[ssl4eo] extra)") from err
+                raise
+    except GeoTiffError:
+        raise
     except (tifffile.TiffFileError, ValueError, OSError, struct.error) as err:
         raise GeoTiffError(f"{path}: cannot read GeoTIFF ({err})") from err
 
@@ -129,16 +154,23 @@ def _check_dtype(values: np.ndarray, dtype: np.dtype | str | None, path: str) ->
     Integer files must already be integers that fit (e.g. a uint16 S2 band
     stored as int16 with no negative values is accepted); float -> int is
     refused because it means the file holds a different quantity than the
-    layout promises (e.g. reflectance in [0, 1] instead of x10000).
+    layout promises (e.g. reflectance in [0, 1] instead of x10000), and so
+    are 8-bit files for wider integers (or the reverse) and integer files for
+    floats (`BitDepthError`).
     """
     if dtype is None:
         return values
     dtype = np.dtype(dtype)
     if values.dtype == dtype:
         return values
+    if np.issubdtype(dtype, np.floating) and not np.issubdtype(values.dtype, np.floating):
+        raise BitDepthError(f"{path}: stored dtype {values.dtype} (integer), expected {dtype}")
     if np.issubdtype(dtype, np.integer):
         if not np.issubdtype(values.dtype, np.integer):
-            raise GeoTiffError(f"{path}: stored dtype {values.dtype}, expected integer {dtype}")
+            raise BitDepthError(f"{path}: stored dtype {values.dtype}, expected integer {dtype}")
+        if (values.dtype.itemsize == 1) != (dtype.itemsize == 1):
+            raise BitDepthError(f"{path}: stored dtype {values.dtype} ({values.dtype.itemsize * 8}-bit), "
+                                f"expected {dtype} ({dtype.itemsize * 8}-bit)")
         info = np.iinfo(dtype)
         if values.size and (values.min() < info.min or values.max() > info.max):
             raise GeoTiffError(f"{path}: values [{values.min()}, {values.max()}] do not fit {dtype}")
@@ -236,6 +268,21 @@ def read_band_stack(paths: Sequence[str | os.PathLike], *, out_hw: Sequence[int]
             raise GeoTiffError(f"{os.fspath(path)}: shape {band.shape}, expected {tuple(native_hw[channel])}")
         if band.shape[0] > out.shape[0] or band.shape[1] > out.shape[1]:
             raise GeoTiffError(f"{os.fspath(path)}: shape {band.shape} larger than the target grid {out.shape[:2]}")
+        out[:, :, channel] = resample(band, out.shape[:2], method)
+    return out
+
+
+def resample_stack(bands: Sequence[np.ndarray], out_hw: Sequence[int], method: str = "bilinear") -> np.ndarray:
+    """`[h_c, w_c]` bands of any sizes -> `[H, W, C]` on the `out_hw` grid (dtype of the first band).
+
+    Every band is resampled to `out_hw` whatever its stored size, as the
+    SSL4EO-S12 reference loader does (`cv2.resize(..., (264, 264),
+    INTER_LINEAR_EXACT)` on every band file): a band covers the tile's
+    footprint at any size, so a 20 m band exported one pixel short (131 px)
+    or a 10 m band at 263 px lands on the same 10 m grid.
+    """
+    out = np.empty((int(out_hw[0]), int(out_hw[1]), len(bands)), dtype=bands[0].dtype)
+    for channel, band in enumerate(bands):
         out[:, :, channel] = resample(band, out.shape[:2], method)
     return out
 

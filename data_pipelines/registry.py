@@ -71,21 +71,30 @@ def is_prepared(builder: tfds.core.DatasetBuilder) -> bool:
 
 
 def prepare(name: str, data_dir: str | os.PathLike, *, manual_dir: str | None = None,
-            num_workers: int | None = None, **builder_kwargs: Any) -> None:
+            num_workers: int | None = None, beam_pipeline_options: str | None = None,
+            **builder_kwargs: Any) -> None:
     """Builds dataset `name` in `data_dir` unless it is already there.
 
     Args:
       name: registered dataset name (see BUILDERS).
       data_dir: TFDS data_dir; the dataset lands in <data_dir>/<name>/<config>/<version>.
       manual_dir: where downloaded source files are (real datasets).
-      num_workers: writer processes (None = all cores).
+      num_workers: writer processes of the local path (None = all cores).
+      beam_pipeline_options: build through Apache Beam instead of the local
+        writer, with these options ("runner=DirectRunner,direct_num_workers=2",
+        as `tfds build --beam_pipeline_options`; see data_pipelines/beam_build.py).
+        The records are the same either way.
       **builder_kwargs: the builder's constructor arguments.
     """
     builder = get_builder(name, data_dir, num_workers=num_workers, **builder_kwargs)
     if is_prepared(builder):
         return
-    download_config = tfds.download.DownloadConfig(manual_dir=manual_dir) if manual_dir else None
-    builder.download_and_prepare(download_config=download_config)
+    options: dict[str, Any] = {"manual_dir": manual_dir} if manual_dir else {}
+    if beam_pipeline_options is not None:
+        from data_pipelines import beam_build  # local: apache_beam is the optional `beam` extra
+
+        options["beam_options"] = beam_build.pipeline_options(beam_pipeline_options)
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(**options) if options else None)
 
 
 def needs_manual_dir(name: str) -> bool:
@@ -125,7 +134,9 @@ def load_source(name: str, split: str, data_dir: str | os.PathLike, **builder_kw
     builder = _prepared_builder(name, data_dir, builder_kwargs)
     if split not in builder.info.splits:
         raise KeyError(f"dataset {name!r} has no split {split!r}; splits: {sorted(builder.info.splits)}")
-    return builder.as_data_source(split=split)
+    # Decode with the features stored beside the records (features.json), not the builder code's: records of
+    # older builds keep their storage dtypes (float32 S1 before 2026-12-01; docs/contracts.md section 1).
+    return tfds.builder_from_directory(builder.data_dir).as_data_source(split=split)
 
 
 def _sensor_names(info: tfds.core.DatasetInfo, modalities: dict[str, int]) -> dict[str, str]:

@@ -1,8 +1,9 @@
-"""The `seamo` command: data, pretrain, probe, export, demo.
+"""The `seamo` command: data, pretrain, probe, finetune, export, demo.
 
     seamo data build --builder synthetic_seasons --data-dir DIR
-    seamo pretrain --config experiments/demo_cpu.py --workdir DIR [--config.key=value ...]
-    seamo probe --config experiments/probe_synthetic.py --checkpoint DIR [--out DIR]
+    seamo pretrain --config demo_cpu --workdir DIR [--config.key=value ...]
+    seamo probe --config probe_synthetic --checkpoint DIR [--out DIR]
+    seamo finetune --config finetune_eurosat --checkpoint DIR [--out DIR]
     seamo export --checkpoint DIR --out DIR
     seamo demo [--workdir runs/demo]
 
@@ -55,14 +56,26 @@ def _cmd_data(args: argparse.Namespace, overrides: list[str]) -> int:
             raise UsageError("--data-dir is required with --builder")
     if name not in registry.BUILDERS:  # before any folder check
         raise UsageError(f"unknown dataset {name!r}; registered: {', '.join(sorted(registry.BUILDERS))}")
-    if registry.needs_manual_dir(name) and not (manual_dir and os.path.isdir(manual_dir)):
-        raise UsageError(f"{name} is built from the downloaded release: pass --manual-dir FOLDER "
-                         f"(got {manual_dir or 'none'}; the builder's docstring lists the expected layout)")
-    if is_url(data_dir):
+    if registry.needs_manual_dir(name) and not (manual_dir and os.path.isdir(manual_dir) and os.listdir(manual_dir)):
+        state = "none" if not manual_dir else (f"{manual_dir}, which is empty" if os.path.isdir(manual_dir)
+                                               else f"{manual_dir}, which is not a folder")
+        raise UsageError(f"{name} is built from the downloaded release: pass --manual-dir FOLDER holding it "
+                         f"(got {state}; the builder's docstring lists the expected layout)")
+    if is_url(data_dir) and args.beam_pipeline_options is None:
         raise UsageError(f"ArrayRecord shards cannot be written to {data_dir}; build into a "
                          f"local --data-dir, then copy it up (gcloud storage cp -r DIR {data_dir}) and train with "
-                         f"--config.data.data_dir={data_dir}")
-    registry.prepare(name, data_dir, manual_dir=manual_dir, num_workers=args.workers, **kwargs)
+                         f"--config.data.data_dir={data_dir}, or build with --beam-pipeline-options "
+                         "(the Beam path writes to buckets)")
+    if args.beam_pipeline_options is not None:
+        try:
+            import apache_beam  # noqa: F401
+        except ImportError:
+            raise UsageError("--beam-pipeline-options needs Apache Beam: pip install 'seamo_jax[beam]'") from None
+    registry.prepare(name, data_dir, manual_dir=manual_dir, num_workers=args.workers,
+                     beam_pipeline_options=args.beam_pipeline_options, **kwargs)
+    # Real builders report what they wrote, skipped (by id) and noted; before the JSON, which ends the output.
+    for line in getattr(registry.get_builder(name, data_dir, **kwargs), "build_summary", lambda: [])():
+        print(line)
     info = registry.builder_info(name, data_dir, **kwargs)
     print(json.dumps(info, indent=2, default=str))
     return 0
@@ -123,6 +136,34 @@ def _cmd_probe(args: argparse.Namespace, overrides: list[str]) -> int:
     return 0 if results else 1
 
 
+def _cmd_finetune(args: argparse.Namespace, overrides: list[str]) -> int:
+    from seamo_jax.finetune import Preempted, run_finetune
+    from seamo_jax.train.loop import NonFiniteLossError
+
+    _init_distributed(args)
+    from data_pipelines.registry import DatasetNotPreparedError
+
+    config = _load_config(args.config, overrides)
+    if not args.checkpoint and tuple(config.finetune.encoders) != ("random_init",):
+        raise UsageError("--checkpoint DIR is required (a pretraining workdir or its checkpoints/ dir); without one "
+                         "only --config.finetune.encoders=random_init runs")
+    out_dir = args.out or config.finetune.out_dir or config.probe.out_dir or os.path.join(
+        args.checkpoint or "runs/finetune_random_init", "probe")
+    try:
+        results = run_finetune(config, args.checkpoint, out_dir)
+    except DatasetNotPreparedError as error:
+        print(f"seamo finetune: error: {error}", file=sys.stderr)
+        return 1
+    except NonFiniteLossError as error:
+        print(f"seamo finetune: {error}", file=sys.stderr)
+        return EXIT_NON_FINITE_LOSS
+    except Preempted as error:  # saved; the same command resumes
+        print(f"seamo finetune: {error}; rerun the same command to resume")
+        return 0
+    print(f"finetune results written to {out_dir}/finetune_results.json and finetune_results.md")
+    return 0 if results else 1
+
+
 def _cmd_export(args: argparse.Namespace, overrides: list[str]) -> int:
     from seamo_jax.export import export
 
@@ -148,15 +189,22 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("action", choices=["build"])
     data.add_argument("--builder", default=None, help="synthetic_seasons | eurosat_ms | ssl4eo_s12 | bigearthnet")
     data.add_argument("--config", default=None,
-                      help="experiments/<file>.py[:arg]: build the dataset this config trains on (with --config.* overrides)")
+                      help="NAME[:arg] (shipped experiment) or FILE.py[:arg]: build the dataset this config trains on "
+                           "(with --config.* overrides)")
     data.add_argument("--data-dir", default=None, help="TFDS data_dir (local; copy to a bucket afterwards, see README)")
     data.add_argument("--manual-dir", default=None, help="folder holding the downloaded release (real datasets)")
     data.add_argument("--workers", type=int, default=None, help="parallel writer processes")
     data.add_argument("--builder-arg", action="append", help="key=value passed to the builder, repeatable")
+    data.add_argument("--beam-pipeline-options", default=None, metavar="OPTIONS",
+                      help="build through Apache Beam with these comma-separated options, e.g. "
+                           "runner=DirectRunner,direct_num_workers=2,direct_running_mode=multi_processing "
+                           "(or runner=DataflowRunner,project=...,region=...,temp_location=gs://...); same "
+                           "records as the default local writer; needs the `beam` extra")
     data.set_defaults(handler=_cmd_data)
 
     pretrain = sub.add_parser("pretrain", help="pretrain SeaMo (resumes from the latest checkpoint in --workdir)")
-    pretrain.add_argument("--config", required=True, help="experiments/<file>.py[:arg]")
+    pretrain.add_argument("--config", required=True,
+                          help="shipped experiment NAME[:arg] (demo_cpu, seamo_vitb_ssl4eo:phase1, ...) or FILE.py[:arg]")
     pretrain.add_argument("--workdir", required=True)
     pretrain.add_argument("--distributed", action="store_true",
                           help="jax.distributed.initialize() with cluster auto-detection (TPU pods, SLURM)")
@@ -166,10 +214,22 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain.set_defaults(handler=_cmd_pretrain)
 
     probe = sub.add_parser("probe", help="linear probe / kNN on frozen features")
-    probe.add_argument("--config", required=True, help="experiments/probe_<dataset>.py[:arg]")
+    probe.add_argument("--config", required=True, help="probe_<dataset>[:arg] (shipped) or FILE.py[:arg]")
     probe.add_argument("--checkpoint", default=None, help="pretraining workdir or checkpoint dir; omit for random init")
     probe.add_argument("--out", default=None)
     probe.set_defaults(handler=_cmd_probe)
+
+    finetune = sub.add_parser("finetune", help="fine-tune the pretrained encoder end to end (MAE recipe), "
+                                               "over input sets, label fractions and seeds; resumable")
+    finetune.add_argument("--config", required=True, help="finetune_<dataset>[:arg] (shipped) or FILE.py[:arg]")
+    finetune.add_argument("--checkpoint", default=None, help="pretraining workdir or its checkpoints/ dir")
+    finetune.add_argument("--out", default=None, help="default <checkpoint>/probe, beside the probe's results")
+    finetune.add_argument("--distributed", action="store_true",
+                          help="jax.distributed.initialize() with cluster auto-detection (TPU pods, SLURM)")
+    finetune.add_argument("--coordinator-address", default=None, help="host:port of process 0 (explicit multi-process)")
+    finetune.add_argument("--num-processes", type=int, default=None)
+    finetune.add_argument("--process-id", type=int, default=None)
+    finetune.set_defaults(handler=_cmd_finetune)
 
     export = sub.add_parser("export", help="checkpoint -> safetensors (Flax + timm names) + model card")
     export.add_argument("--checkpoint", required=True)
@@ -178,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="generate synthetic data, pretrain a tiny SeaMo, probe it")
     demo.add_argument("--workdir", default="runs/demo")
-    demo.add_argument("--config", default="experiments/demo_cpu.py")
+    demo.add_argument("--config", default="demo_cpu")
     demo.set_defaults(handler=_cmd_demo)
     return parser
 

@@ -8,10 +8,10 @@ Steps (each a public stage, nothing demo-only):
    encoder at random init and the per-band mean/std baseline, 3 seeds each.
 3. A table on stdout and `<workdir>/demo_results.json`.
 
-The probe uses `experiments/probe_synthetic.py`, restricted to the input the
+The probe uses the demo config's probe section, restricted to the input the
 model was trained on (S2+S1, 4 seasons, all labels) to stay within the time
-budget; `seamo probe --config experiments/probe_synthetic.py` runs the full
-grid (S1-only, S2-only, one season, label fractions).
+budget; `seamo probe --config probe_synthetic` runs the full grid (S1-only,
+S2-only, one season, label fractions).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from typing import Any, Sequence
 
 import ml_collections
 
+from seamo_jax import configs
 from seamo_jax.configs import apply_overrides, load_config
 from seamo_jax.paths import user_path
 
@@ -31,13 +32,8 @@ ENCODER_TITLES = {"pretrained": "SeaMo pretrained", "random_init": "same encoder
 
 
 def demo_probe_config(train_config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """The probe config for the demo: probe_synthetic defaults + the demo's data/model/probe sections."""
-    probe_config = load_config("experiments/probe_synthetic.py")
-    for section in ("data", "model", "mask", "mesh"):
-        probe_config[section] = ml_collections.ConfigDict(train_config[section].to_dict())
-    probe_config.sharding_rules = train_config.sharding_rules
-    for key, value in train_config.probe.items():
-        probe_config.probe[key] = value
+    """The demo's probe: its own config's probe section, on the input it trained on, all labels."""
+    probe_config = configs.config_from_dict(train_config.to_dict(), "the demo config")
     probe_config.probe.input_sets = ({"name": "S2+S1, 4 seasons", "modalities": tuple(train_config.probe.modalities),
                                       "seasons": tuple(range(int(train_config.probe.seasons)))},)
     probe_config.probe.label_fractions = (1.0,)
@@ -87,7 +83,7 @@ def format_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def run_demo(workdir: str | os.PathLike = "runs/demo", *, config_spec: str = "experiments/demo_cpu.py",
+def run_demo(workdir: str | os.PathLike = "runs/demo", *, config_spec: str = "demo_cpu",
              overrides: Sequence[str] = ()) -> dict[str, Any]:
     """Runs the whole demo in `workdir`; returns (and writes) the results dict."""
     from seamo_jax.evaluate.probe import run_probe

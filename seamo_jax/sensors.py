@@ -42,6 +42,14 @@ class SensorSpec:
       gsd_m: native ground sampling distance of each band, metres.
       mean, std: per-band normalisation statistics in `units`.
       wavelength_nm: central wavelength per band (None for SAR).
+      storage: other on-disk encodings a record may use for this sensor, as
+        (dtype, scale, offset): `value = code * scale + offset` in `units`
+        (float dtypes: scale 1, offset 0, the values themselves). For integer
+        codes the largest code of the dtype marks a non-finite value (a bad
+        record, as NaN in `dtype`), and finite values outside
+        [offset, offset + (max - 1) * scale] are clipped when quantising.
+        The record's array dtype says which encoding it uses
+        (docs/contracts.md section 1); readers dequantise with these numbers.
     """
 
     name: str
@@ -54,12 +62,70 @@ class SensorSpec:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     wavelength_nm: tuple[float, ...] | None = None
+    storage: tuple[tuple[str, float, float], ...] = ()
 
     def __post_init__(self):
         n = len(self.bands)
         for field in ("gsd_m", "mean", "std"):
             if len(getattr(self, field)) != n:
                 raise ValueError(f"SensorSpec {self.name}: {field} has {len(getattr(self, field))} entries, expected {n}")
+        for dtype, scale, offset in self.storage:
+            kind = np.dtype(dtype).kind
+            if kind not in "uif" or dtype == self.dtype or (kind == "f" and (scale, offset) != (1.0, 0.0)) \
+                    or not scale > 0:
+                raise ValueError(f"SensorSpec {self.name}: bad storage encoding {(dtype, scale, offset)}")
+
+    @property
+    def storage_dtypes(self) -> tuple[str, ...]:
+        """dtypes a record of this sensor may hold: `dtype`, then the `storage` encodings."""
+        return (self.dtype,) + tuple(dtype for dtype, _, _ in self.storage)
+
+    def encoding(self, dtype) -> tuple[float, float]:
+        """(scale, offset) of records stored as `dtype`: value = code * scale + offset."""
+        name = np.dtype(dtype).name
+        if name == self.dtype:
+            return 1.0, 0.0
+        for stored, scale, offset in self.storage:
+            if stored == name:
+                return float(scale), float(offset)
+        raise KeyError(f"sensor {self.name} has no {name} storage; it stores {self.storage_dtypes}")
+
+    def quantise(self, values: np.ndarray, dtype) -> np.ndarray:
+        """Values in `units` -> codes of storage `dtype` (rounded; non-finite -> the reserved code; clipped)."""
+        dtype = np.dtype(dtype)
+        scale, offset = self.encoding(dtype)
+        values = np.asarray(values)
+        if dtype.kind == "f" or dtype.name == self.dtype:
+            return values.astype(dtype)
+        top = np.iinfo(dtype).max
+        codes = np.rint((values.astype(np.float64) - offset) / scale)
+        finite = np.isfinite(codes)
+        codes = np.clip(np.where(finite, codes, 0), 0, top - 1).astype(dtype)
+        codes[~finite] = top
+        return codes
+
+    def dequantise(self, codes: np.ndarray) -> np.ndarray:
+        """Stored array (any encoding of this sensor) -> float32 values in `units` (non-finite code -> NaN)."""
+        codes = np.asarray(codes)
+        scale, offset = self.encoding(codes.dtype)
+        if codes.dtype.kind == "f" or codes.dtype.name == self.dtype:
+            return codes.astype(np.float32)
+        values = codes.astype(np.float32) * np.float32(scale) + np.float32(offset)
+        values[codes == np.iinfo(codes.dtype).max] = np.nan
+        return values
+
+    def normaliser(self, dtype=None) -> tuple[np.ndarray, np.ndarray]:
+        """float32 [C] (m, s) with (code - m) / s = (value - mean) / std for records stored as `dtype`.
+
+        The dequantisation is folded into the constants (m = (mean - offset) / scale,
+        s = std / scale), so normalising quantised codes costs what normalising
+        `dtype` values does; results agree with dequantise-then-normalise
+        within float32 rounding.
+        """
+        scale, offset = (1.0, 0.0) if dtype is None else self.encoding(dtype)
+        mean = (np.asarray(self.mean, np.float64) - offset) / scale
+        std = np.asarray(self.std, np.float64) / scale
+        return mean.astype(np.float32), std.astype(np.float32)
 
     @property
     def num_bands(self) -> int:
@@ -89,6 +155,7 @@ class SensorSpec:
         for key in ("bands", "gsd_m", "mean", "std", "wavelength_nm"):
             if d.get(key) is not None:
                 d[key] = tuple(d[key])
+        d["storage"] = tuple((str(t), float(sc), float(of)) for t, sc, of in d.get("storage") or ())
         return cls(**d)
 
 
@@ -127,6 +194,11 @@ S2_L2A = SensorSpec(
     wavelength_nm=tuple(_S2_L1C_WAVELENGTH[i] for i in _L2A_KEEP),
 )
 
+# S1 storage: builds write uint16 codes of dB (S1_STORAGE_DTYPE, data_pipelines/features.py),
+# step 0.002 dB over [-80, 51.068] dB (error <= 0.001 dB, against a band std of ~5 dB
+# and float16's 0.016 dB step at |x| >= 16); code 65535 = non-finite. float32 records
+# (older builds) and float16 / uint8 (step 0.35 dB over [-60, 28.9] dB) read as well.
+S1_STORAGE_DTYPE = "uint16"
 S1_GRD = SensorSpec(
     name="s1_grd",
     modality="s1",
@@ -137,9 +209,58 @@ S1_GRD = SensorSpec(
     gsd_m=(10.0, 10.0),
     mean=(-12.54847273, -20.19237134),
     std=(5.25697717, 5.91150917),
+    storage=(("uint16", 0.002, -80.0), ("float16", 1.0, 0.0), ("uint8", 0.35, -60.0)),
 )
 
-SENSORS: dict[str, SensorSpec] = {s.name: s for s in (S2_L1C, S2_L2A, S1_GRD)}
+# ---- SSL4EO-S12 re-releases: same bands, other encodings and statistics ----------
+#
+# SSL4EO-S12 v1.1 (zarr.zip shards; DLR-MF-DAS/SSL4EO-S12-v1.1 README and
+# zarr_dataset.py): S2 is int16 *with the +1000 offset* of ESA processing
+# baseline 04.00 kept in the values (zarr_dataset.py: "These S2 mean statistics
+# include a +1000 offset to align with the newest ESA processing version"), so a
+# v1.1 pixel is reflectance*10000 + 1000 and its statistics differ from v1's by
+# about +1000 (means) and slightly (stds). The builder stores these values as
+# uint16 unchanged (negative values are refused), so the record format is v1's.
+# S1 is float16 dB (stored as float32); its statistics are the release's too.
+S2_L1C_V11 = dataclasses.replace(
+    S2_L1C, name="s2_l1c_v11", units="reflectance*10000+1000",
+    mean=(2607.345, 2393.068, 2320.225, 2373.963, 2562.536, 3110.071, 3392.832, 3321.154, 3583.77, 1838.712,
+          1021.753, 3205.112, 2545.798),
+    std=(786.523, 849.702, 875.318, 1143.578, 1126.248, 1161.98, 1273.505, 1246.79, 1342.755, 576.795, 45.626,
+         1340.347, 1145.036))
+S2_L2A_V11 = dataclasses.replace(
+    S2_L2A, name="s2_l2a_v11", units="reflectance*10000+1000",
+    mean=(1793.243, 1924.863, 2184.553, 2340.936, 2671.402, 3240.082, 3468.412, 3563.244, 3627.704, 3711.071,
+          3416.714, 2849.625),
+    std=(1160.144, 1201.092, 1219.943, 1397.225, 1400.035, 1373.136, 1429.17, 1485.025, 1447.836, 1652.703,
+         1471.002, 1365.307))
+S1_GRD_V11 = dataclasses.replace(S1_GRD, name="s1_grd_v11", mean=(-12.577, -20.265), std=(5.179, 5.872))
+
+# SSL4EO-S12's 8-bit compressed release (zhu-xlab/SSL4EO-S12 README, mediaTUM
+# 1702379): "the raw 16/32-bit values are normalized by mean and std and
+# converted to uint8, plus a default geotiff JPEG compression with quality 75",
+# with the reference loader's `normalize`: v = uint8(clip(255 * (x - (m - 2s)) /
+# (4s), 0, 255)) (truncation), m / s the v1 statistics of the band (S2_L1C,
+# S2_L2A, S1_GRD above). Records keep the uint8 values. Their normalisation
+# statistics are derived from that encoding, not measured: mean 127.0 (127.5
+# minus the 0.5 lost to truncation) and std 255 / 4 = 63.75, so `normalise`
+# gives (x - m) / s of the 16-bit value within quantisation for |z| < 2 (the
+# encoding clips beyond), i.e. the same inputs a model sees from s2_l1c / s1_grd.
+UINT8_SCALE_MEAN, UINT8_SCALE_STD = 127.0, 63.75
+
+
+def _uint8_of(spec: SensorSpec) -> SensorSpec:
+    units = f"uint8 = 255*(x-(m-2s))/(4s) clipped, x in {spec.units}, m/s of {spec.name}"
+    return dataclasses.replace(spec, name=f"{spec.name}_uint8", dtype="uint8", units=units, storage=(),
+                               mean=(UINT8_SCALE_MEAN,) * spec.num_bands, std=(UINT8_SCALE_STD,) * spec.num_bands)
+
+
+S2_L1C_UINT8 = _uint8_of(S2_L1C)
+S2_L2A_UINT8 = _uint8_of(S2_L2A)
+S1_GRD_UINT8 = _uint8_of(S1_GRD)
+
+SENSORS: dict[str, SensorSpec] = {s.name: s for s in (S2_L1C, S2_L2A, S1_GRD, S2_L1C_V11, S2_L2A_V11, S1_GRD_V11,
+                                                      S2_L1C_UINT8, S2_L2A_UINT8, S1_GRD_UINT8)}
 
 # RGB composite band names per modality, used for pictures.
 RGB_BANDS = {"s2": ("B4", "B3", "B2"), "s1": ("VV", "VH", "VV/VH")}
@@ -177,8 +298,9 @@ def validate_array(
         if other:
             hint = f" (this looks like {other[0]}: L1C has 13 bands incl. B10, L2A has 12)"
         raise BadRecordError(f"{where}: {values.shape[-1]} bands, expected {spec.num_bands} {spec.bands}{hint}")
-    if values.dtype != np.dtype(spec.dtype):
-        raise BadRecordError(f"{where}: dtype {values.dtype}, expected {spec.dtype} ({spec.units})")
+    if values.dtype.name not in spec.storage_dtypes:
+        stored = " or ".join(spec.storage_dtypes)
+        raise BadRecordError(f"{where}: dtype {values.dtype}, expected {stored} ({spec.units})")
     if num_seasons is not None and values.shape[0] != num_seasons:
         raise BadRecordError(f"{where}: {values.shape[0]} seasons, expected {num_seasons}")
     if spatial_shape is not None and tuple(values.shape[1:3]) != tuple(spatial_shape):
@@ -186,6 +308,11 @@ def validate_array(
     if check_finite and np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
         bad = int((~np.isfinite(values)).sum())
         raise BadRecordError(f"{where}: {bad} non-finite values (NaN/Inf)")
+    if check_finite and values.dtype.name != spec.dtype and values.dtype.kind in "ui":
+        top = np.iinfo(values.dtype).max  # quantised storage: the reserved code marks a non-finite value
+        if values.max(initial=0) == top:
+            bad = int((values == top).sum())
+            raise BadRecordError(f"{where}: {bad} non-finite values (NaN/Inf, stored as code {top})")
 
 
 def check_compatible(trained: Mapping[str, SensorSpec], evaluated: Mapping[str, SensorSpec]) -> None:

@@ -43,7 +43,7 @@ def main(local_tmp: str, bucket: str) -> None:
     from seamo_jax.train.loop import builder_kwargs, run_pretraining
 
     root = epath.Path(bucket)
-    config = configs.load_config(str(REPO / "experiments/demo_cpu.py:fast"),
+    config = configs.load_config("demo_cpu:fast",
                                  ["--config.train.num_steps=4", "--config.train.checkpoint_every=2",
                                   "--config.train.recon_every=2", "--config.train.progress_bar=False",
                                   f"--config.data.data_dir={bucket}/tfds"])
@@ -56,7 +56,7 @@ def main(local_tmp: str, bucket: str) -> None:
     resumed = run_pretraining(config, f"{bucket}/run")
     card = export(f"{bucket}/run", f"{bucket}/export")
 
-    probe_config = configs.load_config(str(REPO / "experiments/probe_synthetic.py:fast"))
+    probe_config = configs.load_config("probe_synthetic:fast")
     probe_config.probe.data_dir = f"{bucket}/tfds"
     probe_config.probe.builder_kwargs = dict(builder_kwargs(config.data))
     probe_config.probe.encoders = ("pretrained", "band_stats")

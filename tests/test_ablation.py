@@ -11,7 +11,7 @@ ablation = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(ablation)
 
 # Independent of the optional land_cover label set / probe variant (another change adds them).
-ARGS = ["--labels", "", "--probe-config", "experiments/probe_synthetic.py", "--workdir", "/tmp/ablation-test"]
+ARGS = ["--labels", "", "--probe-config", "probe_synthetic", "--workdir", "/tmp/ablation-test"]
 
 
 def flat(config, prefix=""):
@@ -109,7 +109,7 @@ def test_quick_and_arm_selection():
 
 
 def test_missing_probe_variant_is_a_clear_error(base):
-    args = ablation.parse_args(ARGS[:2] + ["--probe-config", "experiments/probe_synthetic.py:no_such_variant"])
+    args = ablation.parse_args(ARGS[:2] + ["--probe-config", "probe_synthetic:no_such_variant"])
     with pytest.raises(SystemExit, match="--probe-config"):
         ablation.check_inputs(args, base)
 
@@ -135,7 +135,7 @@ def test_region_selection_fits_the_tile(base, name):
 
 
 def test_unknown_label_set_is_a_clear_error():
-    args = ablation.parse_args(["--labels", "no_such_labels", "--probe-config", "experiments/probe_synthetic.py",
+    args = ablation.parse_args(["--labels", "no_such_labels", "--probe-config", "probe_synthetic",
                                 "--workdir", "/tmp/ablation-test"])
     with pytest.raises(SystemExit, match="--labels"):
         ablation.check_inputs(args, ablation.base_config(args))

@@ -7,23 +7,24 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import ml_collections
 import pytest
 
-from experiments.demo_cpu import get_config
+from seamo_jax.experiments.demo_cpu import get_config
 from seamo_jax.models import Backend, attention, build_model, example_batch, resolve_backend
 from seamo_jax.models.backend import generic_backend
 from seamo_jax.models.sizes import ViTSize
 
 
 def _model_config(**overrides):
-    return {**get_config().model, **overrides}
+    return ml_collections.ConfigDict({**get_config().model, **overrides})
 
 
 def test_configs_ask_for_xla_attention_and_auto_kernels():
     from seamo_jax.configs import load_config_file
 
     for name in ("demo_cpu.py", "seamo_vitb_ssl4eo.py:phase2", "seamo_vitl_pod.py", "probe_eurosat.py"):
-        model = load_config_file(f"experiments/{name}").model
+        model = load_config_file(name).model
         assert (model.attention_impl, model.cpu_kernels) == ("xla", "auto"), name
 
 
@@ -37,9 +38,6 @@ def test_resolver_keeps_the_generic_path_off_single_device_float32_cpu():
     assert resolve_backend(_model_config(attention_impl="einsum", cpu_kernels="off"), 1) == Backend("einsum")
     # Accelerator attention kernels are never replaced by the CPU kernels.
     assert resolve_backend(_model_config(attention_impl="pallas_tpu"), 1) == Backend("pallas_tpu")
-    # Older configs: attention_impl None / missing = "xla", cpu_kernels missing = "auto".
-    legacy = {k: v for k, v in _model_config(attention_impl=None).items() if k != "cpu_kernels"}
-    assert resolve_backend(legacy, 8) == Backend("xla")
     mesh = jax.make_mesh((2, 4), ("data", "model"), axis_types=(jax.sharding.AxisType.Auto,) * 2)
     assert resolve_backend(_model_config(), mesh) == Backend("xla")
 
@@ -67,7 +65,7 @@ def test_resolver_rejects_impossible_or_unknown_choices():
 def test_build_model_defaults_to_the_generic_path_and_validates():
     def build(**overrides):
         return build_model(_model_config(**overrides), modalities=("s2", "s1"), in_chans={"s2": 13, "s1": 2},
-                           num_seasons=2, image_size=32)
+                           num_seasons=2, image_size=32, mask_ratio=0.75)
 
     assert build().backend == Backend("xla", cpu_kernels=False)
     assert build(attention_impl="cudnn", dtype="bfloat16").backend == Backend("cudnn")
@@ -147,7 +145,7 @@ def test_seamo_with_pallas_tpu_attention_matches_xla_in_interpret_mode():
         config = _model_config(attention_impl=impl, size=ViTSize(width=32, depth=1, num_heads=1, mlp_dim=64),
                                decoder_dim=32, decoder_heads=1)
         return build_model(config, modalities=("s2", "s1"), in_chans={"s2": 13, "s1": 2}, num_seasons=1,
-                           image_size=32)
+                           image_size=32, mask_ratio=0.75)
 
     model, pallas_model = build("xla"), build("pallas_tpu")
     batch = example_batch(model, 2)

@@ -18,7 +18,7 @@ from data_pipelines.eurosat_ms import layout as eurosat_layout
 from data_pipelines.eurosat_ms.builder import EurosatMs
 from data_pipelines.ssl4eo_s12 import layout as ssl_layout
 from data_pipelines.ssl4eo_s12.builder import Ssl4eoS12, Ssl4eoS12Config
-from seamo_jax.sensors import S2_L1C, S2_L2A, BadRecordError
+from seamo_jax.sensors import S1_GRD, S2_L1C, S2_L2A, BadRecordError
 from tests import fixtures_real_layouts as fx
 
 EUROSAT_SAMPLE = str(pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "eurosat_ms_sample")
@@ -223,14 +223,18 @@ def test_ssl4eo_nan_in_s1_names_file(tmp_path):
         ssl_layout.load_location(ref, ssl_layout.LoadConfig(tile_size=24))
 
 
-def test_ssl4eo_wrong_native_size_and_missing_band_name_file(tmp_path):
+def test_ssl4eo_off_size_band_is_resampled_and_noted_missing_band_names_file(tmp_path):
     fx.write_ssl4eo_s12(str(tmp_path), num_locations=1, tile_size=24, products=("s2c",))
     season = tmp_path / "s2c" / "0000000" / fx.S2_SEASON_NAMES[1]
-    tifffile.imwrite(season / "B5.tif", np.zeros((4, 4), np.uint16))  # a 20 m band at 60 m size
+    coarse = np.arange(16, dtype=np.uint16).reshape(4, 4) * 100 + 50
+    tifffile.imwrite(season / "B5.tif", coarse)  # a 20 m band at 60 m size: resampled like any band
     ref = ssl_layout.list_locations(str(tmp_path), "s2c", with_s1=False)[0]
     cfg = ssl_layout.LoadConfig(with_s1=False, tile_size=24)
-    with pytest.raises(BadRecordError, match=r"B5\.tif: shape \(4, 4\), expected \(12, 12\)"):
-        ssl_layout.load_location(ref, cfg)
+    _, rec = ssl_layout.load_location(ref, cfg)
+    b5 = rec["s2"][1, ..., S2_L1C.band_index("B5")]  # season 1 in time order = S2_SEASON_NAMES[1]
+    np.testing.assert_array_equal(b5, geotiff.resample(coarse, (24, 24)))
+    assert b5[0, 0] == 50 and b5[23, 23] == 1550  # edge-clamped corners are the source corners
+    assert any("B5.tif 4x4 (native 12x12)" in note for note in rec["_annotations"]["notes"])
     os.remove(season / "B5.tif")
     with pytest.raises(BadRecordError, match=r"12 band files, expected 13; missing \['B5.tif'\]"):
         ssl_layout.load_location(ref, cfg)
@@ -250,7 +254,8 @@ def test_bigearthnet_s2_s1_records_labels_and_split_files(tmp_path):
             np.testing.assert_array_equal(rec["s2"][0, ..., S2_L2A.band_index("B2")], entry["s2"]["B2"])
             np.testing.assert_array_equal(rec["s2"][0, ..., S2_L2A.band_index("B11")],
                                           geotiff.resample(entry["s2"]["B11"], (120, 120)))
-            np.testing.assert_array_equal(rec["s1"][0], np.stack([entry["s1"]["VV"], entry["s1"]["VH"]], -1))
+            np.testing.assert_array_equal(rec["s1"][0], S1_GRD.quantise(  # dB stored as codes (S1_GRD.storage)
+                np.stack([entry["s1"]["VV"], entry["s1"]["VH"]], -1), rec["s1"].dtype))
             expected = np.zeros(19, np.int64)
             for label in entry["labels43"]:
                 if label in ben_layout.NAME_TO_19:
@@ -272,3 +277,15 @@ def test_bigearthnet_hashed_split_and_missing_band(tmp_path):
     shutil.copy(os.path.join(ref.s2_dir, f"{ref.name}_B09.tif"), os.path.join(ref.s2_dir, f"{ref.name}_B10.tif"))
     with pytest.raises(BadRecordError, match=rf"{ref.name}, field 's2': missing \['{ref.name}_B8A.tif'\].*L1C"):
         ben_layout.load_patch(ref, ben_layout.LoadConfig())
+
+
+def test_bigearthnet_v1_cloud_and_snow_lists_are_left_out(tmp_path):
+    written = fx.write_bigearthnet(str(tmp_path / "raw"), num_patches=7, with_s1=False)
+    names = sorted(written)
+    fx.write_bigearthnet_exclusions(str(tmp_path / "raw"), snow=[names[0]], cloud=[names[1], "S2B_MSIL2A_not_here"])
+    builder, source = _build(Bigearthnet, tmp_path / "tfds", tmp_path / "raw")
+    kept = [sorted(_by_id(source[s])) for s in splits.SPLIT_NAMES]
+    assert sorted(sum(kept, [])) == names[2:] and [len(k) for k in kept] == [3, 1, 1]  # 60/20/20 of the 5 kept
+    assert builder.info.metadata["release"] == "BigEarthNet v1.0"
+    assert builder.info.metadata["excluded"] == {"seasonal_snow": 1, "cloud_or_shadow": 1}
+    assert builder.info.metadata["excluded_examples"]["cloud_or_shadow"] == [names[1]]

@@ -8,7 +8,7 @@ from seamo_jax import cli
 from seamo_jax.configs import load_config
 from seamo_jax.train.loop import builder_kwargs
 
-FAST = "experiments/demo_cpu.py:fast"
+FAST = "demo_cpu:fast"
 SMALL = ["--config.data.builder_kwargs.num_train=16", "--config.data.builder_kwargs.num_test=8"]
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from seamo_jax import cli
 
-DEMO = "experiments/demo_cpu.py"
+DEMO = "demo_cpu"
 
 
 def _run(capsys, *argv):
@@ -24,8 +24,8 @@ def _run(capsys, *argv):
     (("pretrain", "--config", DEMO, "--workdir", "r", "--config.train.num_steps=abc"), 2,
      "seamo pretrain: error: override '--config.train.num_steps=abc': config.train.num_steps takes a value of "
      "type int (now 500), got 'abc'"),
-    (("pretrain", "--config", "experiments/nope.py", "--workdir", "r"), 2,
-     "seamo pretrain: error: config file experiments/nope.py not found"),
+    (("pretrain", "--config", "seamo_jax/experiments/nope.py", "--workdir", "r"), 2,
+     "seamo pretrain: error: config file seamo_jax/experiments/nope.py not found"),
     (("data", "build", "--builder", "eurosat_ms", "--data-dir", "tfds"), 2,
      "seamo data build: error: eurosat_ms is built from the downloaded release: pass --manual-dir FOLDER"),
     (("data", "build", "--builder", "eurosat", "--data-dir", "tfds"), 2,
@@ -37,6 +37,14 @@ def test_usage_errors_are_one_line_with_exit_2(capsys, argv, code, expected):
     assert got_code == code
     assert err.startswith(expected), err
     assert len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_empty_manual_dir_is_one_line_with_exit_2(capsys, tmp_path):
+    (tmp_path / "raw").mkdir()
+    code, err = _run(capsys, "data", "build", "--builder", "eurosat_ms", "--data-dir", str(tmp_path / "tfds"),
+                     "--manual-dir", str(tmp_path / "raw"))
+    assert code == 2 and len(err.splitlines()) == 1
+    assert f"(got {tmp_path / 'raw'}, which is empty;" in err
 
 
 def test_missing_checkpoint_is_one_line_with_exit_1_and_debug_shows_the_traceback(capsys, tmp_path):

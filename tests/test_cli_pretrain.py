@@ -1,29 +1,28 @@
-"""`seamo pretrain` turns a diverged run (NonFiniteLossError) into exit status 3
-with the loop's message on stderr and no traceback. The loop itself is
-replaced by one that raises at once, so no model is built."""
+"""`seamo pretrain` on a run that diverges: exit status 3, the loop's one-paragraph message on
+stderr (step, last good checkpoint, what to change), no traceback, no summary.
+
+The divergence is real: the demo's tiny SeaMo with an absurd learning rate and no clipping
+overflows its params within a few steps."""
 
 import subprocess
 import sys
 
-from test_train_helpers import REPO, worker_env
-
-_SCRIPT = """
-import sys
-import seamo_jax.train.loop as loop
-
-def diverged(config, workdir, **kwargs):
-    raise loop.NonFiniteLossError("loss is nan at step 7; Last good checkpoint: step 6 in X")
-
-loop.run_pretraining = diverged
-from seamo_jax import cli
-sys.exit(cli.main(["pretrain", "--config", "experiments/demo_cpu.py:fast", "--workdir", sys.argv[1]]))
-"""
+from data_pipelines import registry
+from test_train_helpers import REPO, demo_config, worker_env
 
 
 def test_pretrain_non_finite_loss_exits_3_without_traceback(tmp_path):
-    out = subprocess.run([sys.executable, "-c", _SCRIPT, str(tmp_path / "run")], cwd=REPO, env=worker_env(1),
-                         capture_output=True, text=True, timeout=300)
+    data_dir = tmp_path / "tfds"
+    kwargs = dict(demo_config("fast").data.builder_kwargs)
+    registry.prepare("synthetic_seasons", str(data_dir), num_workers=1, **kwargs)
+    command = [sys.executable, "-m", "seamo_jax.cli", "pretrain", "--config", "demo_cpu:fast",
+               "--workdir", str(tmp_path / "run"), f"--config.data.data_dir={data_dir}",
+               "--config.optim.learning_rate=1e30", "--config.optim.warmup_steps=0",
+               "--config.optim.clip_grad_norm=0.0", "--config.train.checkpoint_every=1",
+               "--config.train.recon_every=0", "--config.train.progress_bar=False"]
+    out = subprocess.run(command, cwd=tmp_path, env=worker_env(1), capture_output=True, text=True, timeout=300)
     assert out.returncode == 3, (out.returncode, out.stderr[-2000:])
-    assert "loss is nan at step 7; Last good checkpoint: step 6 in X" in out.stderr
+    assert "seamo pretrain: loss is" in out.stderr and "non-finite" in out.stderr
+    assert "Last good checkpoint: step" in out.stderr and "optim.learning_rate" in out.stderr
     assert "Traceback" not in out.stderr
     assert out.stdout.strip() == ""  # no summary JSON for a failed run

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from experiments.demo_cpu import get_config
+from seamo_jax.experiments.demo_cpu import get_config
 from seamo_jax import sensors
 from seamo_jax.data import augment, crops, sample, testing
 

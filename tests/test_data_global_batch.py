@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from experiments.demo_cpu import get_config
+from seamo_jax.experiments.demo_cpu import get_config
 from seamo_jax.data import global_batch, pipeline, testing
 
 

@@ -5,7 +5,7 @@ import orbax.checkpoint as ocp
 import grain
 import pytest
 
-from experiments.demo_cpu import get_config
+from seamo_jax.experiments.demo_cpu import get_config
 from seamo_jax import sensors
 from seamo_jax.data import pipeline, testing
 

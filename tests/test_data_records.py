@@ -4,7 +4,7 @@ import os
 import numpy as np
 import pytest
 
-from experiments.demo_cpu import get_config
+from seamo_jax.experiments.demo_cpu import get_config
 from seamo_jax import sensors
 from seamo_jax.data import pipeline, records, testing
 from seamo_jax.sensors import BadRecordError

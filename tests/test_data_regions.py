@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from experiments.demo_cpu import get_config
+from seamo_jax.experiments.demo_cpu import get_config
 from seamo_jax import sensors
 from seamo_jax.configs import load_config_file
 from seamo_jax.data import crops, pipeline, records, testing

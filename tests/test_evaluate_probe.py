@@ -24,7 +24,7 @@ def _records(num: int, seed: int, num_classes: int = 3) -> list[dict]:
 
 
 def _config(tmp_path: pathlib.Path):
-    config = configs.load_config_file(str(REPO / "experiments/probe_synthetic.py:fast"))
+    config = configs.load_config_file("probe_synthetic:fast")
     config.data.crop_size = 16
     config.model.size = "tiny"  # scanned blocks: compile cost does not grow with depth
     config.model.decoder_dim = 16
@@ -141,3 +141,49 @@ def test_checkpoint_of_another_architecture_is_a_clear_error(tmp_path):
     (tmp_path / "run" / "checkpoints" / "config.json").write_text(json.dumps(written))
     with pytest.raises(ValueError, match=r"encoder params of .*\['patch_embed_s\d'\]\['kernel'\] has shape"):
         encoders.load_encoder_source(config, str(tmp_path / "run"))
+
+
+def test_every_protocol_runs_in_the_probe_on_shared_cached_features(tmp_path):
+    """seamo + the three published protocols in one run: rows name protocol, metric variant, input size and
+    normalisation; features at one input size are extracted once and shared; flips give copernicus_bench its
+    4 train views; protocols that cannot run at a label fraction say so instead of failing."""
+    config = _config(tmp_path)
+    config.probe.protocols = ("seamo", "copernicus_bench", "galileo", "torchgeo_bench")
+    config.probe.input_size = 24            # not the benchmarks' 224 px: a tiny encoder on CPU
+    config.probe.encoders = ("random_init", "band_stats")
+    config.probe.seeds = (0, 1)
+    config.probe.label_fractions = (1.0,)   # one train size: each protocol compiles once per feature width
+    config.probe.input_sets = ({"name": "S2+S1, 4 seasons", "modalities": ("s2", "s1"), "seasons": (0, 1, 2, 3)},)
+    sources = {"train": _records(96, seed=0), "test": _records(30, seed=1)}
+    config.probe.num_train, config.probe.num_test = 96, 30
+    results = probe.run_probe(config, None, str(tmp_path / "p"), sources=sources, num_classes=3)
+    rows = {(r["encoder"], r["metric"], r["label_fraction"]): r for r in results["results"]}
+    assert {r["protocol"] for r in results["results"]} == set(config.probe.protocols)
+    for encoder in ("random_init", "band_stats"):
+        for metric, variant in (("linear_top1", "top1_oa"), ("copernicus_bench.linear_probe", "top1_oa"),
+                                ("galileo.linear_probe", "top1_oa"), ("galileo.knn_k20", "top1_oa"),
+                                ("galileo.knn_k5", "top1_oa"), ("torchgeo_bench.linear_probe", "top1_oa"),
+                                ("torchgeo_bench.knn_k5", "top1_oa")):
+            row = rows[(encoder, metric, 1.0)]
+            assert row["metric_variant"] == variant and row["n"] == 2 and "z-score" in row["normalisation"]
+            # the seamo protocol reads the native 16-px views; published ones the requested 24 px
+            assert row["input_size"] == (16 if metric == "linear_top1" or encoder == "band_stats" else 24), row
+    # Brightness encodes the label: every linear protocol separates it from band statistics (chance: 1/3;
+    # copernicus_bench takes one 64-sample SGD step per epoch here, so it trails the full-batch fits).
+    for metric, floor in (("linear_top1", 0.9), ("copernicus_bench.linear_probe", 0.7),
+                          ("galileo.linear_probe", 0.9), ("torchgeo_bench.linear_probe", 0.9)):
+        assert rows[("band_stats", metric, 1.0)]["mean"] > floor, metric
+    low, high = rows[("band_stats", "torchgeo_bench.linear_probe", 1.0)]["per_seed"][0]["bootstrap_ci95"]
+    assert low <= rows[("band_stats", "torchgeo_bench.linear_probe", 1.0)]["per_seed"][0]["value"] <= high
+    # Random-init features: native (seamo) + 24 px and its 3 flips (copernicus_bench), per init seed.
+    assert len(list((tmp_path / "p" / "feature_cache").glob("*.npy"))) == 2 * (1 + 4)
+    assert "protocol `copernicus_bench`" in (tmp_path / "p" / "probe_results.md").read_text()
+    # 50% of 96 labels leaves < 64 for copernicus_bench's drop_last batches: recorded as not run.
+    config.probe.protocols, config.probe.encoders, config.probe.label_fractions = ("copernicus_bench",), ("band_stats",), (0.5,)
+    small = probe.run_probe(config, None, str(tmp_path / "p"), sources=sources, num_classes=3)
+    assert small["results"] == [] and {(s["protocol"], s["label_fraction"]) for s in small["skipped"]} == {
+        ("copernicus_bench", 0.5)}
+    assert "not run: copernicus_bench" in (tmp_path / "p" / "probe_results.md").read_text()
+    with pytest.raises(ValueError, match="unknown protocol 'geobench'"):
+        config.probe.protocols = ("geobench",)
+        probe.run_probe(config, None, str(tmp_path / "q"), sources=sources, num_classes=3)

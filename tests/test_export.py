@@ -8,7 +8,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from seamo_jax import models, sensors
+from seamo_jax import configs, models, sensors
 from seamo_jax.evaluate import encoders
 from seamo_jax.export import exporter, tensor_files, timm_convert
 from seamo_jax.models.sizes import ViTSize
@@ -18,14 +18,10 @@ IMAGE, PATCH = 16, 4
 
 
 def _config(modalities=("s2", "s1"), seasons=4, fusion="tm", scan=True) -> ml_collections.ConfigDict:
-    config = ml_collections.ConfigDict()
-    config.data = ml_collections.ConfigDict(dict(
-        builder="synthetic_seasons", split="train", modalities=modalities, seasons=seasons, crop_size=IMAGE,
-        sensors={"s2": "s2_l1c", "s1": "s1_grd"}, overlap_range=(0.5, 1.0)))
-    config.model = ml_collections.ConfigDict(dict(
-        size="tiny", patch_size=PATCH, fusion=fusion, num_fusion_blocks=1, decoder_dim=16, decoder_depth=1,
-        decoder_heads=2, scan_layers=scan, num_seasons=0))
-    config.mask = ml_collections.ConfigDict(dict(ratio=0.75))
+    config = configs.base_config()
+    config.data.update(dict(modalities=modalities, seasons=seasons, crop_size=IMAGE))
+    config.model.update(dict(size="tiny", patch_size=PATCH, fusion=fusion, num_fusion_blocks=1, decoder_dim=16,
+                             decoder_depth=1, decoder_heads=2, scan_layers=scan, num_seasons=0))
     return config
 
 
@@ -34,7 +30,7 @@ def _model_and_params(config, seed=0):
     data = config.data
     model = models.build_model(config.model, modalities=data.modalities,
                                in_chans={m: sensors.get_sensor(data.sensors[m]).num_bands for m in data.modalities},
-                               num_seasons=data.seasons, image_size=data.crop_size)
+                               num_seasons=data.seasons, image_size=data.crop_size, mask_ratio=0.75)
     model = model.clone(size=TINY)
     source = encoders.EncoderSource(model, config.model, tuple(data.modalities), data.seasons, data.crop_size, {})
     variables = encoders.random_init(source, seed, full=True)

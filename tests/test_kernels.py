@@ -11,10 +11,11 @@ import os
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
-from experiments.demo_cpu import get_config
+from seamo_jax.experiments.demo_cpu import get_config
 from seamo_jax import kernels
 from seamo_jax.kernels import build
 from seamo_jax.models import Backend, build_model, example_batch, layers, resolve_backend
@@ -197,15 +198,15 @@ def test_auto_turns_kernels_on_only_for_single_device_float32_cpu():
     assert resolve_backend(model, one_device).cpu_kernels
     mesh = jax.make_mesh((8,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
     assert resolve_backend(model, mesh) == Backend("xla")  # an FFI call has no sharding rule
-    assert not resolve_backend({**model, "dtype": "bfloat16"}, 1).cpu_kernels
+    assert not resolve_backend(ml_collections.ConfigDict({**model, "dtype": "bfloat16"}), 1).cpu_kernels
     assert not resolve_backend(model, 1, platform="gpu").cpu_kernels
-    assert not resolve_backend({**model, "cpu_kernels": "off"}, 1).cpu_kernels
-    assert resolve_backend({**model, "cpu_kernels": "on"}, 1).cpu_kernels
+    assert not resolve_backend(ml_collections.ConfigDict({**model, "cpu_kernels": "off"}), 1).cpu_kernels
+    assert resolve_backend(ml_collections.ConfigDict({**model, "cpu_kernels": "on"}), 1).cpu_kernels
 
 
 def _tiny_seamo(backend: Backend = Backend()):
     model = build_model(get_config().model, modalities=("s2", "s1"), in_chans={"s2": 13, "s1": 2},
-                        num_seasons=2, image_size=32, backend=backend)
+                        num_seasons=2, image_size=32, backend=backend, mask_ratio=0.75)
     rng = np.random.default_rng(0)
     batch = example_batch(model, 4)
     batch["views"] = {m: _normal(rng, v.shape) for m, v in batch["views"].items()}
@@ -258,7 +259,7 @@ def test_unavailable_kernels_fall_back_with_a_warning(monkeypatch):
     with pytest.warns(RuntimeWarning, match="no C\\+\\+ compiler"):
         assert resolve_backend(model, 1) == Backend("xla")
     with pytest.raises(RuntimeError, match="no C\\+\\+ compiler"):
-        resolve_backend({**model, "cpu_kernels": "on"}, 1)
+        resolve_backend(ml_collections.ConfigDict({**model, "cpu_kernels": "on"}), 1)
     with pytest.raises(RuntimeError, match="unavailable"):  # a direct call never lowers to an unregistered target
         kernels.gemm(jnp.ones((4, 3)), jnp.ones((3, 2)))
     x = jnp.ones((4, 3))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec
 
-from experiments.demo_cpu import get_config
+from seamo_jax.experiments.demo_cpu import get_config
 from seamo_jax import parallel
 from seamo_jax.models import build_model, example_batch, layer_layout
 from seamo_jax.train import checkpoint as ckpt_lib
@@ -19,7 +19,7 @@ IN_CHANS = {"s2": 13, "s1": 2}
 def _model(scan_layers):
     config = get_config().model
     config.scan_layers = scan_layers
-    return build_model(config, modalities=("s2", "s1"), in_chans=IN_CHANS, num_seasons=2, image_size=32)
+    return build_model(config, modalities=("s2", "s1"), in_chans=IN_CHANS, num_seasons=2, image_size=32, mask_ratio=0.75)
 
 
 def _shapes(tree):

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments.demo_cpu import get_config
+from seamo_jax.experiments.demo_cpu import get_config
 from seamo_jax import mask_count, sensors
 from seamo_jax.configs import load_config_file
 from seamo_jax.data import masking as data_masking
@@ -57,7 +57,7 @@ def _random_batch(model, seed, batch_size=BATCH):
 def setup():
     # Scanned layers (the accelerator configs' layout; test_layer_layout.py checks unrolled computes the same).
     model = build_model(_tiny_config(scan_layers=True), modalities=("s2", "s1"), in_chans=IN_CHANS,
-                        num_seasons=SEASONS, image_size=IMAGE)
+                        num_seasons=SEASONS, image_size=IMAGE, mask_ratio=0.75)
     batch = _random_batch(model, 1)
     variables = jax.jit(model.init)(jax.random.key(0), example_batch(model, BATCH))
     apply = jax.jit(model.apply)
@@ -166,7 +166,7 @@ def test_tm_carry_modes_and_zero_init():
 
 
 def _paper_tiny(**overrides):
-    """experiments/seamo_vitb_ssl4eo.py:phase2 (4 seasons, S2 + S1, TM fusion, 2 blocks) at a tiny size."""
+    """seamo_vitb_ssl4eo:phase2 (4 seasons, S2 + S1, TM fusion, 2 blocks) at a tiny size."""
     config = load_config_file(f"{pathlib.Path(__file__).parents[1] / 'experiments' / 'seamo_vitb_ssl4eo.py'}:phase2")
     model_config = config.model
     model_config.update(dict(size="tiny", patch_size=PATCH, decoder_dim=32, decoder_depth=1, decoder_heads=2,
@@ -318,7 +318,7 @@ def _abstract_params(model):
 def test_vit_b_param_counts_match_mae():
     config = _tiny_config(size="vit_b16", patch_size=16, fusion="none", decoder_dim=512, decoder_depth=8,
                           decoder_heads=16)
-    model = build_model(config, modalities=("s2",), in_chans={"s2": 3}, num_seasons=1, image_size=224)
+    model = build_model(config, modalities=("s2",), in_chans={"s2": 3}, num_seasons=1, image_size=224, mask_ratio=0.75)
     params = _abstract_params(model)
     encoder_expected, total_expected = _mae_param_count(768, 12, 512, 8, 16, 3)
     assert abs(param_count(params["encoder"]) - 86e6) / 86e6 < 0.01
@@ -408,7 +408,7 @@ def test_analytic_flops_match_xla_count():
     """Unrolled (no scan) plain MAE: XLA's count (dots + a little elementwise) is within 10% of ours."""
     # build_model's default backend is the generic XLA path (XLA counts no FLOPs inside the CPU kernels' calls).
     model = build_model(_tiny_config(fusion="none", scan_layers=False), modalities=("s2",), in_chans=IN_CHANS,
-                        num_seasons=1, image_size=IMAGE)
+                        num_seasons=1, image_size=IMAGE, mask_ratio=0.75)
     batch = example_batch(model, 2)
     variables = jax.eval_shape(model.init, jax.random.key(0), batch)
     cost = jax.jit(model.apply).lower(variables, batch).compile().cost_analysis()

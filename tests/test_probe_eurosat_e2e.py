@@ -1,7 +1,7 @@
 """Issue 7: EuroSAT-layout GeoTIFFs -> registry (eurosat_ms builder) -> run_probe, end to end.
 
 The other probe tests pass in-memory sources; this one goes through the
-production path: `experiments/probe_eurosat.py`, `config.probe.manual_dir`,
+production path: `seamo_jax/experiments/probe_eurosat.py`, `config.probe.manual_dir`,
 `data_pipelines.registry.prepare/load_source` and the ArrayRecord shards,
 with random init + band statistics (no checkpoint).
 """
@@ -23,7 +23,7 @@ PER_CLASS = 6  # 60 tiles: the hashed 60/20/20 split leaves every split non-empt
 
 
 def _config(tmp_path: pathlib.Path):
-    config = configs.load_config_file(str(REPO / "experiments/probe_eurosat.py"))
+    config = configs.load_config_file("probe_eurosat")
     config.model.size = "tiny"  # scanned blocks: compile cost independent of depth
     config.model.decoder_dim = 16
     config.model.decoder_heads = 2
@@ -56,10 +56,40 @@ def test_run_probe_on_generated_eurosat_geotiffs(tmp_path):
     rows = results["results"]
     assert {r["encoder"] for r in rows} == {"random_init", "band_stats"}
     assert {r["input"] for r in rows} == {"S2, 1 season"}
-    for row in rows:
-        assert 0.0 <= row["mean"] <= 1.0 and row["n"] == 1
+    num_test = results["data"]["num_test"]
+    for row in rows:  # one seed: the mean is that seed's accuracy, a whole number of test tiles
+        assert row["n"] == 1 and row["mean"] == row["per_seed"][0]["value"]
+        assert abs(row["mean"] * num_test - round(row["mean"] * num_test)) < 1e-6, row
     # The probe read the builder's whole train and test splits of the generated tiles.
     splits = registry.builder_info("eurosat_ms", str(tmp_path / "tfds"))["splits"]
     assert sum(splits.values()) == len(written) == 10 * PER_CLASS
     assert results["data"]["builder"] == "eurosat_ms"
     assert (results["data"]["num_train"], results["data"]["num_test"]) == (splits["train"], splits["test"])
+
+
+EUROSAT_SAMPLE = REPO.parent / "shared" / "data" / "eurosat_ms_sample"
+
+
+@pytest.mark.skipif(not EUROSAT_SAMPLE.is_dir(), reason="shared EuroSAT-MS sample not present")
+def test_every_protocol_on_the_real_eurosat_sample(tmp_path):
+    """The 200 real EuroSAT-MS tiles (probe_eurosat:sample: pooled and re-split 50/50) under every protocol."""
+    config = configs.load_config_file("probe_eurosat:sample")
+    config.model.size = "tiny"
+    config.probe.manual_dir = str(EUROSAT_SAMPLE)
+    config.probe.data_dir = str(tmp_path / "tfds")
+    config.probe.builder_kwargs = {"num_workers": 1}
+    config.probe.encoders = ("random_init", "band_stats")
+    config.probe.seeds = (0,)
+    config.probe.protocols = ("seamo", "copernicus_bench", "galileo", "torchgeo_bench")
+    config.probe.val_fraction = 0.1          # the hashed split leaves 160 of 200 tiles in train + test, 80 after the re-split
+    config.probe.input_size = 64             # the tiles' own size: the resize path is tested on synthetic tiles
+    registry.prepare("eurosat_ms", str(tmp_path / "tfds"), manual_dir=str(EUROSAT_SAMPLE), num_workers=1)
+    results = probe.run_probe(config, None, str(tmp_path / "out"))
+    rows = {(r["encoder"], r["metric"]): r for r in results["results"]}
+    assert results["skipped"] == [], [s["reason"] for s in results["skipped"]]
+    assert results["data"]["num_train"] + results["data"]["num_test"] == 160
+    # Real spectra separate EuroSAT's 10 land-cover classes far above chance (10%) from band statistics alone.
+    for metric in ("linear_top1", "copernicus_bench.linear_probe", "galileo.linear_probe",
+                   "torchgeo_bench.linear_probe", "galileo.knn_k20", "torchgeo_bench.knn_k5"):
+        assert rows[("band_stats", metric)]["mean"] > 0.4, (metric, rows[("band_stats", metric)]["mean"])
+        assert rows[("random_init", metric)]["metric_variant"] == "top1_oa"

@@ -1,54 +1,60 @@
-"""Experiment configs (same keys as demo_cpu.py) and the phase-1 -> phase-2 warm start."""
+"""Shipped experiment configs and the phase-1 -> phase-2 warm start."""
 
-import importlib.util
+import importlib
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from test_train_helpers import REPO, demo_config
+from seamo_jax import configs, models, parallel
 from seamo_jax.train.warm_start import warm_start_params
 
 
 def load(name, arg):
-    spec = importlib.util.spec_from_file_location(name, REPO / "experiments" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    assert module.__doc__ and "Expected cost" in module.__doc__
-    return module.get_config(arg)
+    return configs.load_config(f"{name}:{arg}" if arg else name)
 
 
-def flat_keys(config, prefix=""):
-    keys = set()
-    for key, value in config.items():
-        if hasattr(value, "items") and key not in ("sensors", "builder_kwargs", "synthetic"):
-            keys |= flat_keys(value, f"{prefix}{key}.")
-        else:
-            keys.add(prefix + key)
-    return keys
+def _abstract_params(config):
+    model = models.build_model_from_config(config)
+    batch = models.example_batch(model, 1)
+    return jax.eval_shape(lambda b: model.init(jax.random.key(0), b), batch)["params"]
 
 
-@pytest.mark.parametrize("name, arg", [("seamo_vitb_ssl4eo", "phase1"), ("seamo_vitb_ssl4eo", "phase2"),
-                                       ("seamo_vitl_pod", ""), ("seamo_vitl_pod", "v4-32")])
-def test_experiment_has_demo_keys(name, arg):
+SHIPPED = [(name, arg) for name in configs.shipped_experiments()
+           for arg in importlib.import_module(f"seamo_jax.experiments.{name}").VARIANTS]
+
+
+@pytest.mark.parametrize("name, arg", SHIPPED)
+def test_every_shipped_experiment_is_locked_and_consistent(name, arg):
+    """Each variant loads locked, its data spec and mesh validate, and its model builds (abstractly)."""
+    from seamo_jax.data.sample import sample_spec_from_config
+
     config = load(name, arg)
-    demo = {k for k in flat_keys(demo_config("")) if not k.startswith(("probe.", "data.synthetic"))}
-    missing = demo - flat_keys(config)
-    assert not missing, missing
-    assert config.data.crop_size == 224 and config.model.patch_size == 16
-    assert config.data.batch_size % 256 == 0
+    assert config.is_locked and config.data.is_locked and config.data.builder_kwargs.is_locked
+    with pytest.raises(AttributeError):
+        config.model.sizee = "tiny"
+    sample_spec_from_config(config)  # crop % patch, region settings, sensor modalities
+    parallel.make_mesh(config.mesh)  # the mesh shape fits 8 devices (-1 fills)
+    params = _abstract_params(config)
+    expected = {"encoder"} | {f"decoder_{m}" for m in config.data.modalities}
+    assert set(params) == expected | ({"fusion"} if config.model.fusion == "tm" else set())
 
 
-def test_progressive_phases():
-    p1, p2 = load("seamo_vitb_ssl4eo", "phase1"), load("seamo_vitb_ssl4eo", "phase2")
-    assert (p1.data.seasons, p1.model.fusion, p1.data.season_subsample) == (1, "none", True)
-    assert (p2.data.seasons, p2.model.fusion) == (4, "tm")
-    assert p1.model.num_seasons == p2.model.num_seasons == 4  # season table transfers
-    assert p1.model.size == p2.model.size == "vit_b16" and p2.init_from == ""
-    assert load("seamo_vitl_pod", "").model.size == "vit_l16"
-    with pytest.raises(ValueError):
-        load("seamo_vitb_ssl4eo", "phase3")
+def test_phase1_checkpoint_fills_every_phase2_leaf_of_the_same_path():
+    """Phase 1 (1 season, no TM) -> phase 2 (4 seasons, TM): every phase-1 leaf exists in phase 2 with
+    its shape (the season table is sized for 4 in both), so the warm start copies all of them."""
+    p1, p2 = (load("seamo_vitb_ssl4eo", phase) for phase in ("phase1", "phase2"))
+    shapes1, shapes2 = (dict(ckpt_flat(_abstract_params(c))) for c in (p1, p2))
+    assert shapes1.keys() < shapes2.keys()
+    assert {k: shapes2[k] for k in shapes1} == shapes1
+    fresh = {k.split("/")[0] for k in shapes2.keys() - shapes1.keys()}
+    assert fresh == {"fusion"}, fresh
+
+
+def ckpt_flat(params):
+    return [("/".join(str(getattr(p, "key", p)) for p in path), leaf.shape)
+            for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]]
 
 
 def test_warm_start_restores_matching_leaves_into_target_shardings(tmp_path):

@@ -24,14 +24,13 @@ import time
 
 import ml_collections
 
+from seamo_jax import configs
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def demo_config(arg: str = "fast") -> ml_collections.ConfigDict:
-    spec = importlib.util.spec_from_file_location("demo_cpu", REPO / "experiments" / "demo_cpu.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
+    return configs.load_config(f"demo_cpu:{arg}" if arg else "demo_cpu")
 
 
 def tiny_config(num_steps: int = 6, mesh_shape=(2, 2, 2), batch_size: int = 8, seasons: int = 2

@@ -1,4 +1,4 @@
-"""BigEarthNet v1.0 (S2, optionally S1 = BigEarthNet-MM) on disk (no TFDS import).
+"""BigEarthNet v1.0 (S2, optionally S1 = BigEarthNet-MM) on disk, and the patch loader v1 and v2 share (no TFDS import).
 
     <s2_root>/<patch>/<patch>_B01.tif ... _B12.tif, _B8A.tif     12 bands L2A, uint16
     <s2_root>/<patch>/<patch>_labels_metadata.json   {"labels": [43-class names], "acquisition_date", ...}
@@ -14,14 +14,26 @@ Labels: the 43 CORINE names of the json are mapped to the 19-class
 nomenclature of Sumbul et al. 2021 ("BigEarthNet-19"); 11 of the 43 classes
 have no 19-class counterpart and are dropped, so a patch can have an
 all-zero `labels` vector.
+
+Cloud / snow exclusions (v1): when the manual dir holds the lists published
+with v1.0, `patches_with_cloud_and_shadow.csv` and
+`patches_with_seasonal_snow.csv` (one S2 patch name per line, first column;
+what TU Berlin's `eliminate_snowy_cloudy_patches.py` reads), the patches they
+name are left out of every split, as the BigEarthNet authors recommend.
+
+BigEarthNet v2.0 (reBEN) is listed by `layout_v2.py`; its refs carry the
+19-class names from metadata.parquet, and `load_patch` reads both releases
+into the same record.
 """
 
 from __future__ import annotations
 
 import calendar
+import csv
 import dataclasses
 import json
 import os
+import re
 import time
 
 import numpy as np
@@ -68,14 +80,26 @@ DROPPED_43 = frozenset(n for i, n in enumerate(LABELS_43) if i not in _43_TO_19)
 S2_FILE_BANDS = tuple(b if b == "B8A" else f"B{int(b[1:]):02d}" for b in S2_L2A.bands)
 S1_FILE_BANDS = S1_GRD.bands  # VV, VH
 
+# v1.0 exclusion lists: reason -> file name (in the manual dir or the S2 root).
+EXCLUSION_FILES = {"seasonal_snow": "patches_with_seasonal_snow.csv",
+                   "cloud_or_shadow": "patches_with_cloud_and_shadow.csv"}
+# S2 product names start with the sensing time: S2A_MSIL2A_20170613T101031_...
+_NAME_TIME = re.compile(r"^S2[AB]_MSI(?:L2A|L1C)_(\d{8}T\d{6})(?:_|$)")
+
 
 @dataclasses.dataclass(frozen=True)
 class PatchRef:
-    """One patch: S2 folder and, for the multimodal config, its S1 partner folder."""
+    """One patch: S2 folder, its S1 partner folder (multimodal config), and for v2 its labels.
+
+    `labels19` None = v1 (43-class names read from the patch json); a tuple =
+    v2, the 19-class names of metadata.parquet (`source` names that file).
+    """
 
     name: str
     s2_dir: str
     s1_dir: str | None
+    labels19: tuple[str, ...] | None = None
+    source: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,21 +143,38 @@ def s2_to_s1_map(s1_root: str) -> dict[str, str]:
 
 
 def list_patches(manual_dir: str, with_s1: bool) -> list[PatchRef]:
-    """All S2 patches (sorted by name) with their S1 partner when `with_s1`."""
+    """All S2 patches (sorted by name); with `with_s1`, each with its S1 partner folder, or
+    s1_dir None when no S1 json names it (the builder leaves those out and counts them)."""
     s2_root, s1_root = find_roots(manual_dir, with_s1)
     names = _patch_dirs(s2_root)
     if not names:
         raise FileNotFoundError(f"no BigEarthNet-S2 patch folders (<patch>/<patch>{METADATA_SUFFIX}) in {s2_root}")
     partners = s2_to_s1_map(s1_root) if with_s1 else {}
-    refs = []
-    for name in names:
-        s1_dir = None
-        if with_s1:
-            if name not in partners:
-                raise FileNotFoundError(f"S2 patch {name}: no S1 patch in {s1_root} names it as corresponding_s2_patch")
-            s1_dir = partners[name]
-        refs.append(PatchRef(name, os.path.join(s2_root, name), s1_dir))
-    return refs
+    return [PatchRef(name, os.path.join(s2_root, name), partners.get(name)) for name in names]
+
+
+def has_v1_patches(manual_dir: str) -> bool:
+    """Whether the v1 S2 root of `manual_dir` holds at least one `<patch>/<patch>_labels_metadata.json`."""
+    s2_root = _first_existing(manual_dir, S2_ROOT_NAMES) or manual_dir
+    with os.scandir(s2_root) as entries:
+        return any(e.is_dir() and os.path.isfile(os.path.join(e.path, e.name + METADATA_SUFFIX)) for e in entries)
+
+
+def read_exclusions(directories: list[str]) -> dict[str, set[str]]:
+    """reason -> S2 patch names of the v1.0 cloud / snow lists found in `directories` (first hit per list).
+
+    Each non-blank line's first csv column is a patch name; a header line, or a
+    name of a patch not in this copy, is harmless (it matches nothing).
+    """
+    out = {}
+    for reason, filename in EXCLUSION_FILES.items():
+        for directory in directories:
+            path = os.path.join(directory, filename)
+            if os.path.isfile(path):
+                with open(path, encoding="utf-8", newline="") as f:
+                    out[reason] = {row[0].strip() for row in csv.reader(f) if row and row[0].strip()}
+                break
+    return out
 
 
 def multi_hot_19(label_names: list[str], source: str) -> np.ndarray:
@@ -147,6 +188,22 @@ def multi_hot_19(label_names: list[str], source: str) -> np.ndarray:
     return out
 
 
+def multi_hot_from_19(label_names: tuple[str, ...] | list[str], source: str) -> np.ndarray:
+    """19-class names (v2 metadata.parquet) -> int64 multi-hot [19]; an unknown name raises BadRecordError."""
+    out = np.zeros((len(LABELS_19),), np.int64)
+    for name in label_names:
+        if name not in LABELS_19:
+            raise BadRecordError(f"{source}, field 'labels': {name!r} is not a BigEarthNet 19-class name")
+        out[LABELS_19.index(name)] = 1
+    return out
+
+
+def time_from_name(name: str) -> int:
+    """Unix seconds of the sensing time in an S2 patch name (S2A_MSIL2A_20170613T101031_...); 0 if none."""
+    match = _NAME_TIME.match(name)
+    return calendar.timegm(time.strptime(match.group(1), "%Y%m%dT%H%M%S")) if match else 0
+
+
 def _acquisition_time(meta: dict, source: str) -> int:
     value = meta.get("acquisition_date") or meta.get("acquisition_time")
     if not value:
@@ -157,34 +214,58 @@ def _acquisition_time(meta: dict, source: str) -> int:
         raise BadRecordError(f"{source}: cannot parse acquisition date {value!r}") from err
 
 
+def _read_s2(paths: list[str], method: str) -> np.ndarray:
+    """The 12 band files -> uint16 [120, 120, 12] on the 10 m grid.
+
+    A band must be stored at its native size (120 / 60 / 20 px for 10 / 20 / 60 m)
+    or already at 120 px (then it is used as is); any other size is a truncated or
+    foreign file and raises BadRecordError naming it.
+    """
+    out = np.empty((TILE_SIZE, TILE_SIZE, len(paths)), np.dtype(S2_L2A.dtype))
+    for channel, (path, gsd) in enumerate(zip(paths, S2_L2A.gsd_m)):
+        try:
+            band = geotiff.read_band(path, dtype=S2_L2A.dtype)
+        except geotiff.GeoTiffError as err:
+            raise BadRecordError(f"field 's2': {err}") from err
+        native = (TILE_SIZE * 10 // int(gsd),) * 2
+        if band.shape not in (native, (TILE_SIZE, TILE_SIZE)):
+            raise BadRecordError(f"{path}, field 's2': shape {band.shape}, expected {native} "
+                                 f"({gsd:g} m band) or {(TILE_SIZE, TILE_SIZE)}")
+        out[:, :, channel] = geotiff.resample(band, (TILE_SIZE, TILE_SIZE), method)
+    return out
+
+
 def load_patch(ref: PatchRef, config: LoadConfig) -> tuple[str, dict]:
-    """One patch -> (name, record): s2 uint16 [1, 120, 120, 12] (S2_L2A order), optional
-    s1 float32 [1, 120, 120, 2] dB, timestamps [1], latlon, labels int64 multi-hot [19]."""
-    meta_path = os.path.join(ref.s2_dir, ref.name + METADATA_SUFFIX)
-    with open(meta_path, encoding="utf-8") as f:
-        meta = json.load(f)
+    """One patch (v1 or v2) -> (name, record): s2 uint16 [1, 120, 120, 12] (S2_L2A order), optional
+    s1 float32 [1, 120, 120, 2] dB (VV, VH), timestamps [1], latlon, labels int64 multi-hot [19]."""
+    if ref.labels19 is None:  # v1: labels and date from the patch json
+        meta_path = os.path.join(ref.s2_dir, ref.name + METADATA_SUFFIX)
+        with open(meta_path, encoding="utf-8") as f:
+            meta = json.load(f)
+        labels = multi_hot_19(list(meta.get("labels", [])), meta_path)
+        timestamp = _acquisition_time(meta, meta_path)
+    else:  # v2: labels from metadata.parquet, date from the patch name
+        labels = multi_hot_from_19(ref.labels19, f"{ref.source}, patch_id {ref.name}")
+        timestamp = time_from_name(ref.name)
     paths = [os.path.join(ref.s2_dir, f"{ref.name}_{b}.tif") for b in S2_FILE_BANDS]
     missing = [p for p in paths if not os.path.isfile(p)]
     if missing:
         b10 = os.path.join(ref.s2_dir, f"{ref.name}_B10.tif")
         hint = " (folder has B10: L1C data? BigEarthNet-S2 is L2A, 12 bands)" if os.path.isfile(b10) else ""
         raise BadRecordError(f"{ref.s2_dir}, field 's2': missing {[os.path.basename(p) for p in missing]}{hint}")
-    native = {i: (TILE_SIZE * 10 // int(g),) * 2 for i, g in enumerate(S2_L2A.gsd_m)}
-    try:
-        s2 = geotiff.read_band_stack(paths, out_hw=(TILE_SIZE, TILE_SIZE), dtype=S2_L2A.dtype,
-                                     method=config.resample, native_hw=native)[None]
-    except geotiff.GeoTiffError as err:
-        raise BadRecordError(f"field 's2': {err}") from err
+    s2 = _read_s2(paths, config.resample)[None]
     validate_array(s2, S2_L2A, record_id=ref.s2_dir, field="s2", num_seasons=1, spatial_shape=(TILE_SIZE, TILE_SIZE))
     latlon = geotiff.center_latlon(paths[S2_L2A.band_index("B2")])
     record = {
         "s2": s2,
-        "timestamps": np.asarray([_acquisition_time(meta, meta_path)], np.int64),
+        "timestamps": np.asarray([timestamp], np.int64),
         "location_id": ref.name,
         "latlon": np.asarray(latlon if latlon is not None else (np.nan, np.nan), np.float32),
-        "labels": multi_hot_19(list(meta.get("labels", [])), meta_path),
+        "labels": labels,
     }
     if config.with_s1:
+        if ref.s1_dir is None:
+            raise BadRecordError(f"{ref.s2_dir}, field 's1': no S1 partner patch")
         s1_name = os.path.basename(ref.s1_dir)
         s1 = np.empty((1, TILE_SIZE, TILE_SIZE, 2), np.float32)
         for channel, band in enumerate(S1_FILE_BANDS):

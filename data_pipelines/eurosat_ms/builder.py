@@ -43,6 +43,7 @@ class EurosatMs(ManualDirBuilder):
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(
             builder=self,
+            disable_shuffling=True,  # index order on every path (local, TFDS, Beam): readers shuffle
             description="EuroSAT-MS: 27k Sentinel-2 L1C tiles, 13 bands, 64x64 px, 10 land-cover classes.",
             features=record_features(num_seasons=1, tile_size=layout.TILE_SIZE, s2_sensor=S2_L1C, with_s1=False,
                                      class_names=layout.CLASS_NAMES),

@@ -8,11 +8,12 @@ numpy views (no copy); the crop that follows copies only the window.
 
 from __future__ import annotations
 
+import functools
 from typing import Mapping, Sequence
 
 import numpy as np
 
-from seamo_jax.data import crops, resize
+from seamo_jax.data import crops, native_resize, resize
 from seamo_jax.sensors import SensorSpec
 
 
@@ -34,9 +35,13 @@ def apply_dihedral(values: np.ndarray, k: int, flip: bool) -> np.ndarray:
     return out[:, :, ::-1, :] if flip else out
 
 
-def normaliser_constants(spec: SensorSpec) -> tuple[np.ndarray, np.ndarray]:
-    """float32 [C] mean and std of the sensor spec."""
-    return np.asarray(spec.mean, np.float32), np.asarray(spec.std, np.float32)
+def normaliser_constants(spec: SensorSpec, dtype=None) -> tuple[np.ndarray, np.ndarray]:
+    """float32 [C] mean and std of the sensor spec, for values in `spec.units` (dtype None or
+    `spec.dtype`), or folded with the dequantisation of a quantised storage dtype
+    (`SensorSpec.normaliser`), so (code - mean) / std normalises stored codes directly."""
+    if dtype is None or np.dtype(dtype).name == spec.dtype or np.dtype(dtype).kind == "f":
+        return np.asarray(spec.mean, np.float32), np.asarray(spec.std, np.float32)
+    return spec.normaliser(dtype)
 
 
 def normalise(values: np.ndarray, spec: SensorSpec, *, in_place: bool = False) -> np.ndarray:
@@ -97,20 +102,23 @@ def drop_views(views: Mapping[str, np.ndarray], modalities: Sequence[str], dropp
     return {m: (np.zeros_like(views[m]) if dropped[i] else views[m]) for i, m in enumerate(modalities)}
 
 
-def _row_constants(spec: SensorSpec, width: int) -> tuple[np.ndarray, np.ndarray]:
+def _row_constants(spec: SensorSpec, width: int, dtype=None) -> tuple[np.ndarray, np.ndarray]:
     """mean and std tiled to one image row, float32 [width * C].
 
     Broadcasting a [C] vector (C = 12) makes numpy run an inner loop of 12
     elements per call; against a whole contiguous row it runs one long SIMD
     loop. The arithmetic per element is unchanged, so results are bitwise equal.
     """
-    mean, std = normaliser_constants(spec)
+    mean, std = normaliser_constants(spec, dtype)
     return np.tile(mean, width), np.tile(std, width)
 
 
 def crop_normalise(values: np.ndarray, offsets: np.ndarray, crop_size: int, spec: SensorSpec,
                    out: np.ndarray | None = None) -> np.ndarray:
     """Cuts each season's window and normalises it in one pass per season.
+
+    `values` may be any storage dtype of `spec` (`SensorSpec.storage`): quantised
+    codes are dequantised by the normalisation constants, at no extra cost.
 
     Equals `normalise(crops.crop_windows(values, offsets, crop_size, np.float32), spec)`
     bitwise, but reads the raw (e.g. uint16) window once, converting to float32
@@ -130,7 +138,7 @@ def crop_normalise(values: np.ndarray, offsets: np.ndarray, crop_size: int, spec
         out = np.empty(shape, np.float32)
     elif out.shape != shape or out.dtype != np.float32:
         raise ValueError(f"out must be float32 {shape}, got {out.dtype} {out.shape}")
-    mean, std = _row_constants(spec, crop_size)
+    mean, std = _row_constants(spec, crop_size, values.dtype)  # quantised storage: dequantisation folded in
     for season, (y, x) in enumerate(np.asarray(offsets)):
         rows = out[season].reshape(crop_size, crop_size * num_bands)  # a view: out is C-contiguous per season
         window = values[season, y:y + crop_size, x:x + crop_size, :]
@@ -161,10 +169,27 @@ def crop_resize_normalise(values: np.ndarray, offsets: np.ndarray, sizes: np.nda
         out = np.empty(shape, np.float32)
     elif out.shape != shape or out.dtype != np.float32:
         raise ValueError(f"out must be float32 {shape}, got {out.dtype} {out.shape}")
-    mean, std = _row_constants(spec, crop_size)
+    if out.flags.c_contiguous and native_resize.supports(values.dtype):
+        # One pass per season, bitwise equal to the numpy path below (native_resize.py).
+        mean, std = normaliser_constants(spec, values.dtype)
+        for season, ((y, x), side) in enumerate(zip(np.asarray(offsets), np.asarray(sizes))):
+            native_resize.resize_normalise(values[season, y:y + side, x:x + side, :], crop_size,
+                                           _taps(int(side), crop_size), mean, std, out[season])
+        return out
+    mean, std = _row_constants(spec, crop_size, values.dtype)  # resize is linear: dequantise after it
     for season, ((y, x), side) in enumerate(zip(np.asarray(offsets), np.asarray(sizes))):
         resize.resize_bilinear(values[season, y:y + side, x:x + side, :], crop_size, out=out[season])
         rows = out[season].reshape(crop_size, crop_size * values.shape[-1])  # a view
         rows -= mean
         rows /= std
     return out
+
+
+@functools.lru_cache(maxsize=1024)
+def _taps(side: int, crop_size: int) -> tuple[np.ndarray, ...]:
+    """(y0, y1, wy, x0, x1, wx) of a square side -> crop_size resize (read-only, shared)."""
+    i0, i1, weight = resize._bilinear_taps(side, crop_size)  # pylint: disable=protected-access
+    taps = (i0.astype(np.int64), i1.astype(np.int64), weight.astype(np.float32))
+    for tap in taps:
+        tap.flags.writeable = False
+    return taps + taps

@@ -86,7 +86,7 @@ def make_train_dataset(
 
     Args:
       config: full experiment config (reads config.data, config.mask,
-        config.model.patch_size; keys of experiments/demo_cpu.py).
+        config.model.patch_size; keys of seamo_jax/experiments/demo_cpu.py).
       source: random-access source of record dicts (`len`, `__getitem__`),
         e.g. `data_pipelines.registry.load_source(...)`.
       shard_index, shard_count: this process's data shard
@@ -103,23 +103,23 @@ def make_train_dataset(
       shard_count.
     """
     data = config.data
-    seed = int(data.get("shuffle_seed", 0) if seed is None else seed)
-    worker_count = int(data.get("worker_count", 0) if worker_count is None else worker_count)
+    seed = int(data.shuffle_seed if seed is None else seed)
+    worker_count = int(data.worker_count if worker_count is None else worker_count)
     batch_size = local_batch_size(int(data.batch_size), shard_count)
     spec = sample_spec_from_config(config)
     shuffle_seed, map_seed = _derive_seeds(seed, shard_index)
 
     # config.data.fraction: one fixed subset of the records (same on every process / run), then sharded.
     indexed = records.IndexedSource(source, indices=records.fraction_indices(
-        len(source), data.get("fraction", 1.0), data.get("fraction_seed", 0)))
+        len(source), data.fraction, data.fraction_seed))
     ds = grain.MapDataset.source(indexed)
     ds = ds[record_shard(len(indexed), shard_index, shard_count)]
     ds = ds.shuffle(seed=shuffle_seed).repeat(None)  # repeat reseeds the shuffle per epoch
     ds = ds.random_map(TrainSampleTransform(spec, indexed), seed=map_seed)
 
-    prefetch = max(1, int(data.get("prefetch", 2)))
+    prefetch = max(1, int(data.prefetch))
     read_options = grain.ReadOptions(
-        num_threads=int(data.get("read_threads", 2)),
+        num_threads=int(data.read_threads),
         # Buffer counts samples; Grain's default (500) of 224-px 4-season samples is ~6 GB.
         prefetch_buffer_size=batch_size * prefetch)
     it = ds.to_iter_dataset(read_options)

@@ -63,17 +63,17 @@ def sample_spec_from_config(config: Any) -> SampleSpec:
         modalities=modalities,
         specs=specs,
         num_seasons=int(data.seasons),
-        season_subsample=bool(data.get("season_subsample", False)),
+        season_subsample=bool(data.season_subsample),
         crop_size=int(data.crop_size),
-        overlap_range=tuple(float(v) for v in data.get("overlap_range", (0.5, 1.0))),
-        region_selection=str(data.get("region_selection", "partial")),
-        region_reading=str(data.get("region_reading", "overlap")),
-        flip=bool(data.get("flip", True)),
-        modality_dropout=float(data.get("modality_dropout", 0.0)),
+        overlap_range=tuple(float(v) for v in data.overlap_range),
+        region_selection=str(data.region_selection),
+        region_reading=str(data.region_reading),
+        flip=bool(data.flip),
+        modality_dropout=float(data.modality_dropout),
         patch_size=int(config.model.patch_size),
         mask_ratio=float(config.mask.ratio),
-        shared_mask=bool(config.mask.get("shared_across_modalities", False)),
-        skip_bad_records=bool(data.get("skip_bad_records", False)),
+        shared_mask=bool(config.mask.shared_across_modalities),
+        skip_bad_records=bool(data.skip_bad_records),
     )
     _ = spec.num_tokens  # fail at build time, not in a worker, if crop % patch != 0
     crops.validate_region_config(spec.region_selection, spec.region_reading, spec.overlap_range)
@@ -149,7 +149,8 @@ def eval_sample(record: Mapping[str, Any], spec: SampleSpec, crop: str) -> dict[
 
     Returns:
       views[m] float32 [S, h, w, C_m] normalised, raw_views[m] float32 (same,
-      un-normalised, for band-statistics baselines), offsets int32 [S, 2].
+      un-normalised, in the sensor's units, for band-statistics baselines),
+      offsets int32 [S, 2].
     """
     first = np.asarray(record[spec.modalities[0]])
     tile_hw = first.shape[1:3]
@@ -163,7 +164,8 @@ def eval_sample(record: Mapping[str, Any], spec: SampleSpec, crop: str) -> dict[
         offsets = np.zeros((spec.num_seasons, 2), np.int32)
     else:
         raise ValueError(f"crop must be 'center' or 'full', got {crop!r}")
-    raw = {m: crops.crop_windows(np.asarray(record[m])[:spec.num_seasons], offsets, size, np.float32)
+    # Values in the sensor's units: quantised storage (sensors.SensorSpec.storage) is dequantised on the crop.
+    raw = {m: spec.specs[m].dequantise(crops.crop_windows(np.asarray(record[m])[:spec.num_seasons], offsets, size))
            for m in spec.modalities}
     views = {m: augment.normalise(raw[m], spec.specs[m]) for m in spec.modalities}
     return {"views": views, "raw_views": raw, "offsets": offsets}

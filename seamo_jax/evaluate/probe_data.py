@@ -47,13 +47,9 @@ class ProbeData:
         return arrays["label"] if self.task == "single_label" else arrays["labels"]
 
 
-def _probe_get(config: Any, key: str, default: Any) -> Any:
-    return config.probe.get(key, default) if "probe" in config else default
-
-
 def data_dir(config: Any) -> str:
     """config.probe.data_dir, else config.data.data_dir, else $SEAMO_DATA_DIR, else ~/tensorflow_datasets."""
-    for candidate in (_probe_get(config, "data_dir", ""), config.data.get("data_dir", ""),
+    for candidate in (config.probe.data_dir, config.data.data_dir,
                       os.environ.get("SEAMO_DATA_DIR", "")):
         if candidate:
             return str(candidate)
@@ -62,14 +58,20 @@ def data_dir(config: Any) -> str:
 
 def eval_config(config: Any, *, modalities: tuple[str, ...], seasons: int, sensor_names: Mapping[str, str],
                 crop_size: int, patch_size: int) -> ml_collections.ConfigDict:
-    """The config fields `make_eval_arrays` reads, describing the evaluation arrays."""
-    return ml_collections.ConfigDict({
-        "data": {"modalities": tuple(modalities), "seasons": int(seasons), "sensors": dict(sensor_names),
-                 "crop_size": int(crop_size), "season_subsample": False, "flip": False,
-                 "skip_bad_records": bool(_probe_get(config, "skip_bad_records", False))},
-        "mask": {"ratio": 0.0},
-        "model": {"patch_size": int(patch_size)},
-    })
+    """The base config with the data fields `make_eval_arrays` reads set for the evaluation arrays."""
+    from seamo_jax.configs import base_config
+
+    cfg = base_config()
+    cfg.data.modalities = tuple(modalities)
+    cfg.data.seasons = int(seasons)
+    cfg.data.sensors = ml_collections.ConfigDict(dict(sensor_names))
+    cfg.data.crop_size = int(crop_size)
+    cfg.data.season_subsample = False
+    cfg.data.flip = False
+    cfg.data.skip_bad_records = bool(config.probe.skip_bad_records)
+    cfg.mask.ratio = 0.0
+    cfg.model.patch_size = int(patch_size)
+    return cfg
 
 
 def _registry_sources(config: Any, builder: str, splits_needed: tuple[str, ...]) -> tuple[dict, dict]:
@@ -77,7 +79,7 @@ def _registry_sources(config: Any, builder: str, splits_needed: tuple[str, ...])
     from data_pipelines import registry  # data_pipelines is optional at import time of seamo_jax
 
     directory = data_dir(config)
-    kwargs = dict(_probe_get(config, "builder_kwargs", {}) or {})
+    kwargs = dict(config.probe.builder_kwargs)
     if config.probe.build_dataset:  # `seamo demo` (one process); `seamo probe` opens what `seamo data build` made
         registry.prepare(builder, directory, manual_dir=config.probe.manual_dir or None, **kwargs)
     sources = {split: registry.load_source(builder, split, directory, **kwargs) for split in splits_needed}
@@ -106,15 +108,14 @@ def load_probe_data(config: Any, *, modalities: tuple[str, ...], seasons: int, p
     Raises:
       SensorMismatchError: evaluation data of a modality differs from training.
     """
-    train_split = _probe_get(config, "train_split", "train")
-    test_split = _probe_get(config, "test_split", "test")
-    builder = _probe_get(config, "builder", config.data.get("builder", ""))
+    train_split, test_split = config.probe.train_split, config.probe.test_split
+    builder = config.probe.builder or config.data.builder
     if sources is None:
         sources, info = _registry_sources(config, builder, (train_split, test_split))
         sensor_map = {m: (s if isinstance(s, str) else s.name) for m, s in dict(_info_get(info, "sensors")).items()}
         num_classes = int(_info_get(info, "num_classes"))
     else:
-        sensor_map = dict(_probe_get(config, "sensors", None) or config.data.sensors)
+        sensor_map = dict(config.probe.sensors or config.data.sensors)
         if num_classes is None:
             raise ValueError("load_probe_data(sources=...) needs num_classes")
     missing = [m for m in modalities if m not in sensor_map]
@@ -125,8 +126,8 @@ def load_probe_data(config: Any, *, modalities: tuple[str, ...], seasons: int, p
     sensors.check_compatible(trained_specs, eval_specs)
     cfg = eval_config(config, modalities=modalities, seasons=seasons, sensor_names={m: sensor_map[m] for m in modalities},
                       crop_size=crop_size, patch_size=patch_size)
-    crop = _probe_get(config, "crop", "center")
-    limits = {train_split: _probe_get(config, "num_train", None), test_split: _probe_get(config, "num_test", None)}
+    crop = config.probe.crop
+    limits = {train_split: int(config.probe.num_train) or None, test_split: int(config.probe.num_test) or None}
     arrays = {split: make_eval_arrays(cfg, sources[split], num_examples=limits[split], crop=crop)
               for split in (train_split, test_split)}
     task = "multi_label" if "labels" in arrays[train_split] and "label" not in arrays[train_split] else "single_label"

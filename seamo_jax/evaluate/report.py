@@ -46,6 +46,16 @@ def markdown_table(results: Mapping[str, Any]) -> str:
               f"{results.get('data', {}).get('num_test')}",
               f"- seeds: {results.get('seeds')}; cells are mean ± 95% t-interval half-width over seeds, in %",
               ""]
+    for name, protocol in results.get("protocols", {}).items():
+        sizes = sorted({r["input_size"] for r in rows if r.get("protocol") == name and "input_size" in r})
+        variants = sorted({r["metric_variant"] for r in rows if r.get("protocol") == name and "metric_variant" in r})
+        lines.append(f"- protocol `{name}`: {protocol['description']}; metrics {', '.join(variants)}; "
+                     f"input size {', '.join(map(str, sizes))} px; normalisation: {protocol['normalisation_used']}")
+    for skip in results.get("skipped", ()):
+        lines.append(f"- not run: {skip['protocol']} on {skip['input']} / {skip['encoder']} at "
+                     f"{100 * skip['label_fraction']:g}% labels, seed {skip['seed']}: {skip['reason']}")
+    if results.get("protocols") or results.get("skipped"):
+        lines.append("")
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "---|" * len(header))
     for input_name, encoder in keys:

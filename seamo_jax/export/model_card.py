@@ -56,14 +56,14 @@ def build_card(config: Any, specs: Mapping[str, Any], *, step: int | None, timm_
         "num_seasons": num_seasons_of(config),  # season-embedding rows (phase 1 carries phase 2's table)
         "image_size": int(data.crop_size),
         "patch_size": int(config.model.patch_size),
-        "model_size": str(config.model.get("size", "")),
+        "model_size": str(config.model.size),
         "sensors": sensors,
-        "data": {"builder": str(data.get("builder", "")), "split": str(data.get("split", "")),
-                 "seasons": int(data.seasons), "overlap_range": list(data.get("overlap_range", ())),
-                 "region_selection": str(data.get("region_selection", "")),
-                 "region_reading": str(data.get("region_reading", ""))},
-        "encoder": {"season_encoding": str(config.model.get("season_encoding", "")),
-                    "position_frame": str(config.model.get("position_frame", ""))},
+        "data": {"builder": str(data.builder), "split": str(data.split),
+                 "seasons": int(data.seasons), "overlap_range": list(data.overlap_range),
+                 "region_selection": str(data.region_selection),
+                 "region_reading": str(data.region_reading)},
+        "encoder": {"season_encoding": str(config.model.season_encoding),
+                    "position_frame": str(config.model.position_frame)},
         "training_config": _config_dict(config),
     }
     if timm_kwargs is not None:

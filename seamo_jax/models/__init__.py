@@ -1,7 +1,7 @@
 """Flax (Linen) models of SeaMo: build one from `config.model`.
 
 Public API:
-    build_model(model_config, *, modalities, in_chans, num_seasons, image_size, mask_ratio=None, backend=None) -> SeaMo
+    build_model(model_config, *, modalities, in_chans, num_seasons, image_size, mask_ratio, backend=None) -> SeaMo
     Backend, resolve_backend(model_config, mesh_or_num_devices) -> Backend   (models/backend.py)
     build_model_from_config(config, sensor_specs=None, *, mesh=None) -> SeaMo   (train, probe, export, benchmarks)
     check_params_tree(params, expected)   (restored params vs the model's tree: first differing path)
@@ -37,31 +37,21 @@ from seamo_jax.models.sizes import SIZES, ViTSize, get_size
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
-def _get(config: Any, key: str, default: Any) -> Any:
-    """config.get for ConfigDict / dict / attribute objects."""
-    if hasattr(config, "get"):
-        return config.get(key, default)
-    return getattr(config, key, default)
-
-
 def build_model(model_config: Any, *, modalities: Sequence[str], in_chans: Mapping[str, int], num_seasons: int,
-                image_size: int | tuple[int, int], mask_ratio: float | None = None,
+                image_size: int | tuple[int, int], mask_ratio: float,
                 backend: Backend | None = None) -> SeaMo:
-    """SeaMo from `config.model` (keys of experiments/demo_cpu.py).
+    """SeaMo from `config.model` (keys and defaults: seamo_jax/experiments/base.py).
 
     Args:
-      model_config: config.model (size, patch_size, fusion, num_fusion_blocks,
-        decoder_dim/depth/heads, norm_pix_loss, dtype, remat_policy,
-        scan_layers; optional attention_impl, cpu_kernels, mask_ratio,
-        season_encoding ("per_season" | "joint", default "per_season"),
-        position_frame ("view" | "tile", default "view"), tm_carry
-        ("aux_queries" | "mean_add", default "aux_queries")).
+      model_config: config.model, read whole (size, patch_size, fusion,
+        num_fusion_blocks, decoder_dim/depth/heads, norm_pix_loss, dtype,
+        remat_policy, scan_layers, attention_impl, cpu_kernels,
+        season_encoding, position_frame, tm_carry, drop_path).
       modalities: config.data.modalities (order = the batch mask's M axis).
       in_chans: modality -> band count (sensor spec `num_bands`).
       num_seasons: most seasons a batch will carry (season-embedding rows).
       image_size: view size in pixels (int or (h, w)).
-      mask_ratio: config.mask.ratio; default model_config.mask_ratio or 0.75.
-        Must equal the data pipeline's ratio (checked at run time: NaN loss).
+      mask_ratio: config.mask.ratio. Must equal the data pipeline's ratio (checked at run time: NaN loss).
       backend: `resolve_backend(model_config, mesh)` of the run (CPU kernels
         where model.cpu_kernels allows them). None = the generic XLA path
         with model.attention_impl, no CPU kernels (any mesh, any backend).
@@ -71,24 +61,22 @@ def build_model(model_config: Any, *, modalities: Sequence[str], in_chans: Mappi
     missing = [m for m in modalities if m not in in_chans]
     if missing:
         raise ValueError(f"in_chans has no band count for {missing}")
-    fusion = _get(model_config, "fusion", "tm")
+    fusion = model_config.fusion
     if fusion == "tm" and len(modalities) < 2:
         raise ValueError(f"fusion='tm' fuses modalities and needs >= 2; got {modalities}; use fusion='none'")
-    size = _get(model_config, "size", "tiny")
+    size = model_config.size
     size = size if isinstance(size, ViTSize) else get_size(size)
-    dtype_name = _get(model_config, "dtype", "float32")
+    dtype_name = model_config.dtype
     if dtype_name not in _DTYPES:
         raise ValueError(f"unknown dtype {dtype_name!r}; known: {sorted(_DTYPES)}")
     image_size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-    patch_size = int(_get(model_config, "patch_size", 16))
+    patch_size = int(model_config.patch_size)
     if image_size[0] % patch_size or image_size[1] % patch_size:
         raise ValueError(f"image size {image_size} is not divisible by patch size {patch_size}")
-    if mask_ratio is None:
-        mask_ratio = _get(model_config, "mask_ratio", 0.75)
     choices = {}
     for key, allowed in (("season_encoding", SEASON_ENCODINGS), ("position_frame", POSITION_FRAMES),
                          ("tm_carry", TM_CARRIES)):
-        choices[key] = _get(model_config, key, allowed[0])
+        choices[key] = model_config[key]
         if choices[key] not in allowed:
             raise ValueError(f"unknown model.{key} {choices[key]!r}; use one of {allowed}")
     return SeaMo(
@@ -99,16 +87,17 @@ def build_model(model_config: Any, *, modalities: Sequence[str], in_chans: Mappi
         size=size,
         num_seasons=int(num_seasons),
         fusion=fusion,
-        num_fusion_blocks=int(_get(model_config, "num_fusion_blocks", 1)),
-        decoder_dim=int(_get(model_config, "decoder_dim", 512)),
-        decoder_depth=int(_get(model_config, "decoder_depth", 8)),
-        decoder_heads=int(_get(model_config, "decoder_heads", 16)),
+        num_fusion_blocks=int(model_config.num_fusion_blocks),
+        decoder_dim=int(model_config.decoder_dim),
+        decoder_depth=int(model_config.decoder_depth),
+        decoder_heads=int(model_config.decoder_heads),
         mask_ratio=float(mask_ratio),
-        norm_pix_loss=bool(_get(model_config, "norm_pix_loss", True)),
+        norm_pix_loss=bool(model_config.norm_pix_loss),
         dtype=_DTYPES[dtype_name],
-        scan_layers=bool(_get(model_config, "scan_layers", True)),
-        remat_policy=_get(model_config, "remat_policy", "none"),
+        scan_layers=bool(model_config.scan_layers),
+        remat_policy=model_config.remat_policy,
         backend=generic_backend(model_config) if backend is None else backend,
+        drop_path=float(model_config.drop_path),
         **choices,
     )
 

@@ -69,19 +69,12 @@ class Backend:
         return self.cpu_kernels and jnp.dtype(dtype) == jnp.float32
 
 
-def _get(config: Any, key: str, default: Any) -> Any:
-    """config.get for ConfigDict / dict / attribute objects."""
-    if hasattr(config, "get"):
-        return config.get(key, default)
-    return getattr(config, key, default)
-
-
 def attention_impl(model_config: Any) -> str:
-    """`model.attention_impl`, validated against `model.dtype`; unset / None = "xla" (older configs)."""
-    impl = _get(model_config, "attention_impl", None) or "xla"
+    """`model.attention_impl`, validated against `model.dtype`."""
+    impl = model_config.attention_impl
     if impl not in ATTENTION_IMPLS:
         raise ValueError(f"unknown model.attention_impl {impl!r}; known: {list(ATTENTION_IMPLS)}")
-    dtype = _get(model_config, "dtype", "float32")
+    dtype = model_config.dtype
     if impl == "cudnn" and dtype not in _HALF_DTYPES:
         # cuDNN's fused attention has no float32 kernel; jax would fail later with a less direct message.
         raise ValueError(f"model.attention_impl='cudnn' needs model.dtype bfloat16 or float16, got {dtype}")
@@ -89,8 +82,8 @@ def attention_impl(model_config: Any) -> str:
 
 
 def cpu_kernels_mode(model_config: Any) -> str:
-    """`model.cpu_kernels` ("auto" when unset); booleans (e.g. from a command-line override) mean on / off."""
-    mode = _get(model_config, "cpu_kernels", "auto")
+    """`model.cpu_kernels`; booleans (e.g. from a command-line override) mean on / off."""
+    mode = model_config.cpu_kernels
     if isinstance(mode, bool):
         mode = "on" if mode else "off"
     if mode not in CPU_KERNEL_MODES:
@@ -128,7 +121,7 @@ def resolve_backend(model_config: Any, mesh_or_num_devices: Any, *, platform: st
         return Backend(attention=attention)
     num_devices = mesh_or_num_devices if isinstance(mesh_or_num_devices, int) else mesh_or_num_devices.size
     platform = jax.default_backend() if platform is None else platform
-    dtype = _get(model_config, "dtype", "float32")
+    dtype = model_config.dtype
     unmet = [reason for reason, bad in (
         (f"the cpu backend (this run: {platform})", platform != "cpu"),
         # An FFI call has no sharding rule: under a multi-device mesh XLA would gather its operands.

@@ -51,7 +51,8 @@ SEASON_ENCODINGS = ("per_season", "joint")
 
 class Encoder(nn.Module):
     """Attributes: modalities / in_chans (aligned tuples), patch_size, size, num_seasons,
-    dtype, scan, remat_policy, backend, season_encoding, position_frame (module docstring)."""
+    dtype, scan, remat_policy, backend, season_encoding, position_frame (module docstring),
+    drop_path (stochastic depth rate, models/vit.py; 0 = off)."""
 
     modalities: tuple[str, ...]
     in_chans: tuple[int, ...]
@@ -65,11 +66,12 @@ class Encoder(nn.Module):
 
     season_encoding: str = "per_season"
     position_frame: str = "view"
+    drop_path: float = 0.0  # stochastic depth of the blocks (models/vit.py), only when not deterministic
 
     @nn.compact
     def __call__(self, patches: Mapping[str, jnp.ndarray], token_ids: Mapping[str, jnp.ndarray],
                  offsets: jnp.ndarray, grid_size: tuple[int, int],
-                 season_ids: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+                 season_ids: jnp.ndarray, deterministic: bool = True) -> tuple[jnp.ndarray, jnp.ndarray]:
         """Encodes the given tokens of the given views.
 
         Args:
@@ -82,6 +84,7 @@ class Encoder(nn.Module):
           season_ids: int [B, S], the season-embedding row of every (sample,
             season slot), each in [0, num_seasons) (out-of-range ids are
             clipped by the gather; SeaMo checks them). Unused if num_seasons == 1.
+          deterministic: False = apply `drop_path` (needs the "dropout" rng).
         Returns:
           cls: [B, S, D] normalised cls token per season slot ("per_season":
             each season's own; "joint": the one cls, repeated).
@@ -133,7 +136,7 @@ class Encoder(nn.Module):
         x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
         x = block_stack(x, depth=self.size.depth, num_heads=self.size.num_heads, mlp_dim=self.size.mlp_dim,
                         dtype=self.dtype, scan=self.scan, remat_policy=self.remat_policy,
-                        backend=self.backend)
+                        backend=self.backend, drop_path=self.drop_path, deterministic=deterministic)
         x = layers.layer_norm("norm", self.dtype, self.backend)(x)
         if per_season:
             cls = x[:, 0].reshape(batch, seasons, width)

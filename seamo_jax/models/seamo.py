@@ -55,6 +55,8 @@ class SeaMo(nn.Module):
       season_encoding: "per_season" | "joint" (models/encoder.py).
       position_frame: "view" | "tile", encoder and decoders (models/posembed.py).
       tm_carry: "aux_queries" | "mean_add" (models/fusion.py).
+      drop_path: stochastic depth rate of the encoder blocks (models/vit.py), applied when
+        `train` (pretraining) / `encode(..., train=True)` (fine-tuning); 0 = off, the default.
     """
 
     modalities: tuple[str, ...]
@@ -77,6 +79,7 @@ class SeaMo(nn.Module):
     season_encoding: str = "per_season"
     position_frame: str = "view"
     tm_carry: str = "aux_queries"
+    drop_path: float = 0.0
 
     @property
     def grid_size(self) -> tuple[int, int]:
@@ -89,7 +92,8 @@ class SeaMo(nn.Module):
     def setup(self):
         self.encoder = Encoder(self.modalities, self.in_chans, self.patch_size, self.size, self.num_seasons,
                                self.dtype, self.scan_layers, self.remat_policy, self.backend,
-                               season_encoding=self.season_encoding, position_frame=self.position_frame)
+                               season_encoding=self.season_encoding, position_frame=self.position_frame,
+                               drop_path=self.drop_path)
         if self.fusion == "tm":
             self.tm_fusion = TMFusion(self.modalities, self.num_fusion_blocks, self.size.num_heads,
                                       self.size.mlp_dim, self.dtype, self.backend, carry=self.tm_carry,
@@ -114,7 +118,7 @@ class SeaMo(nn.Module):
             arange(S) for every sample) and modality_dropped bool [B, M]
             (True = that modality was dropped by the data pipeline in every
             season of the sample: its views are not scored). docs/contracts.md section 2.
-          train: unused (no dropout, as MAE); kept for the contract.
+          train: True = stochastic depth when `drop_path` > 0 (rng "dropout"); no other dropout, as MAE.
         Returns:
           loss: float32 scalar (sum over modalities; NaN if a view's mask
             count differs from round(mask_ratio * T) or, with num_seasons
@@ -122,7 +126,6 @@ class SeaMo(nn.Module):
           aux: {"losses": {"total", m, f"{m}/season_{s}"},
                 "pred": {m: [B, S, T, p*p*C_m]} (normalised-pixel space if norm_pix_loss)}.
         """
-        del train
         views, offsets, mask = batch["views"], batch["offsets"], batch["mask"]
         batch_size, seasons = offsets.shape[:2]
         season_ids = self._batch_season_ids(batch.get("season_ids"), batch_size, seasons)
@@ -140,7 +143,8 @@ class SeaMo(nn.Module):
             vis_patches[m] = masking.gather_tokens(patches, vis_ids[m])
             targets[m] = losses_lib.normalise_patches(patches) if self.norm_pix_loss else patches
         # cls [B, S, D] (one per season slot), tokens [B, S, M*V, D]
-        cls, tokens = self.encoder(vis_patches, vis_ids, offsets, self.grid_size, season_ids)
+        cls, tokens = self.encoder(vis_patches, vis_ids, offsets, self.grid_size, season_ids,
+                                   deterministic=not (train and self.drop_path > 0))
         visible = tokens.reshape(batch_size, seasons, len(self.modalities), num_visible, tokens.shape[-1])
         if self.fusion == "tm":
             visible = self.tm_fusion(visible)
@@ -175,7 +179,8 @@ class SeaMo(nn.Module):
         return jnp.broadcast_to(~modality_dropped.astype(bool)[:, None, :], (batch_size, seasons, num_modalities))
 
     def encode(self, views: Mapping[str, jnp.ndarray], offsets: jnp.ndarray, modalities: Sequence[str] | None = None,
-               seasons: Sequence[int] | None = None, pool: str = "mean") -> tuple[jnp.ndarray, jnp.ndarray]:
+               seasons: Sequence[int] | None = None, pool: str = "mean",
+               train: bool = False) -> tuple[jnp.ndarray, jnp.ndarray]:
         """Encoder features of unmasked views (no fusion, no decoder): for probes and export.
 
         Args:
@@ -188,6 +193,7 @@ class SeaMo(nn.Module):
           pool: "mean" (mean of the patch tokens of all seasons) or "cls"
             (the cls token; with season_encoding="per_season" each season's
             sequence has its own, and they are averaged).
+          train: True = stochastic depth with `drop_path` (fine-tuning; rng "dropout").
         Returns:
           tokens: [B, S'*M'*T, D] normalised patch tokens (season-major, then
             modality, then row-major token), cls excluded. Each season is
@@ -211,7 +217,8 @@ class SeaMo(nn.Module):
             ids[m] = jnp.broadcast_to(jnp.arange(grid[0] * grid[1], dtype=jnp.int32), patches[m].shape[:3])
         batch_size = offsets.shape[0]
         ids_of_seasons = jnp.broadcast_to(select.astype(jnp.int32), (batch_size, len(season_ids)))
-        cls, tokens = self.encoder(patches, ids, offsets, grid, ids_of_seasons)  # [B, S', D], [B, S', M'*T, D]
+        cls, tokens = self.encoder(patches, ids, offsets, grid, ids_of_seasons,  # [B, S', D], [B, S', M'*T, D]
+                                   deterministic=not (train and self.drop_path > 0))
         tokens = tokens.reshape(batch_size, -1, tokens.shape[-1])
         if pool == "mean":
             pooled = jnp.mean(tokens, axis=1)

@@ -45,14 +45,8 @@ def resolve_data_dir(config: ml_collections.ConfigDict, workdir: PathLike) -> ep
 
 
 def builder_kwargs(data_config: Any) -> dict[str, Any]:
-    """Builder constructor arguments: config.data.builder_kwargs, else for
-    synthetic_seasons the generator settings in config.data.synthetic."""
-    explicit = data_config.get("builder_kwargs", None)
-    if explicit:
-        return dict(explicit)
-    if data_config.builder == "synthetic_seasons" and data_config.get("synthetic", None) is not None:
-        return dict(data_config.synthetic)
-    return {}
+    """Builder constructor arguments: config.data.builder_kwargs as a plain dict."""
+    return dict(data_config.builder_kwargs)
 
 
 def load_train_source(config: ml_collections.ConfigDict, workdir: PathLike, *, build: bool = False) -> Any:
@@ -70,7 +64,7 @@ def load_train_source(config: ml_collections.ConfigDict, workdir: PathLike, *, b
     data_dir = resolve_data_dir(config, workdir)
     kwargs = builder_kwargs(config.data)
     if build:
-        registry.prepare(config.data.builder, str(data_dir), manual_dir=config.data.get("manual_dir", None) or None,
+        registry.prepare(config.data.builder, str(data_dir), manual_dir=config.data.manual_dir or None,
                          **kwargs)
     return registry.load_source(config.data.builder, config.data.split, str(data_dir), **kwargs)
 
@@ -91,7 +85,7 @@ def _write_recon(setup: TrainSetup, state: Any, batch: Any, local_batch: Any, st
     config = setup.config
     write_recon_images(out_dir, step, local_batch["views"], preds, np.asarray(local_batch["mask"]),
                        tuple(config.data.modalities), setup.sensor_specs, int(config.model.patch_size),
-                       bool(config.model.get("norm_pix_loss", True)), season_ids=local_batch.get("season_ids"))
+                       bool(config.model.norm_pix_loss), season_ids=local_batch.get("season_ids"))
 
 
 # The loss reflects the params *before* an update; grad and param norms catch
@@ -197,7 +191,7 @@ def train_loop(setup: TrainSetup, workdir: PathLike) -> dict[str, Any]:
     recon_dir = workdir / "recon"
     telemetry = Telemetry(workdir, total_steps=num_steps, start_step=start_step,
                           global_batch_size=int(config.data.batch_size), enabled=jax.process_index() == 0,
-                          progress_bar=bool(train.get("progress_bar", True)))
+                          progress_bar=bool(train.progress_bar))
     if setup.warm_start_report:
         r = setup.warm_start_report
         telemetry.message(f"init_from {config.init_from}: copied {len(r['copied'])} params, "
@@ -206,8 +200,8 @@ def train_loop(setup: TrainSetup, workdir: PathLike) -> dict[str, Any]:
         telemetry.message(f"resumed from step {start_step} ({setup.checkpointer.directory})")
 
     log_every, save_every = max(int(train.log_every), 1), max(int(train.checkpoint_every), 1)
-    recon_every = int(train.get("recon_every", 0) or 0)
-    batches = prefetch_to_device(setup.iterator, setup.to_global, int(train.get("prefetch_batches", 2)))
+    recon_every = int(train.recon_every)
+    batches = prefetch_to_device(setup.iterator, setup.to_global, int(train.prefetch_batches))
     pending = _PendingMetrics()
     loss_start = loss_end = None
     compile_s, steady_start, steady_end, preempted = 0.0, None, None, False

@@ -122,7 +122,7 @@ def make_optimizer(optim_config: Any, num_steps: int) -> tuple[optax.GradientTra
         weight_decay=float(optim_config.weight_decay),
         mask=weight_decay_mask,
     ))
-    decay = float(optim_config.get("layer_decay", 1.0))
+    decay = float(optim_config.layer_decay)
     if decay != 1.0:
         parts.append(scale_by_tree(lambda tree: layer_decay_scales(tree, decay)))
     return optax.chain(*parts), schedule

@@ -57,7 +57,7 @@ class TrainSetup:
 def check_batch_layout(config: ml_collections.ConfigDict, mesh: Mesh, batch_axes: tuple[str, ...]) -> None:
     """The global batch must split evenly over data shards x micro-batches."""
     shards = parallel.data_parallel_size(mesh, batch_axes)
-    accum = int(config.optim.get("grad_accum_steps", 1))
+    accum = int(config.optim.grad_accum_steps)
     batch = int(config.data.batch_size)
     if batch % (shards * accum):
         raise ValueError(
@@ -106,15 +106,12 @@ def build_train_setup(config: ml_collections.ConfigDict, workdir: PathLike | Non
     state, shardings, params_shardings = init_train_state(
         model, tx, int(config.seed), mesh, rules, parallel.data_parallel_size(mesh, batch_axes))
     batch_sharding = parallel.batch_sharding(mesh, batch_axes)
-    # The model's logical activation constraints (batch/length/embed) pin
-    # activation layouts on FSDP/tensor-parallel meshes; False leaves them to
-    # XLA's propagation from the param and batch shardings.
-    constraints = bool(config.train.get("activation_constraints", True))
+    constraints = bool(config.train.activation_constraints)  # base.py says why
     setup = TrainSetup(
         config=config, mesh=mesh, rules=rules, model=model, tx=tx, schedule=schedule, state=state,
         shardings=shardings, sensor_specs=specs,
         train_step=make_train_step(model, tx, schedule, mesh, rules, shardings, batch_sharding,
-                                   grad_accum_steps=int(config.optim.get("grad_accum_steps", 1)),
+                                   grad_accum_steps=int(config.optim.grad_accum_steps),
                                    batch_axes=batch_axes, activation_constraints=constraints),
         predict=make_predict_fn(model, mesh, rules, params_shardings, batch_sharding, constraints),
         num_params=models.param_count(state.params), batch_sharding=batch_sharding,
@@ -128,9 +125,9 @@ def build_train_setup(config: ml_collections.ConfigDict, workdir: PathLike | Non
     train = config.train
     setup.checkpointer = ckpt_lib.Checkpointer(
         user_path(workdir) / ckpt_lib.CHECKPOINT_SUBDIR, save_every=int(train.checkpoint_every),
-        keep=int(train.keep_checkpoints), keep_best=int(train.get("keep_best", 0) or 0),
-        async_save=bool(train.get("async_checkpointing", True)),
-        compression=bool(train.get("checkpoint_compression", False)))
+        keep=int(train.keep_checkpoints), keep_best=int(train.keep_best),
+        async_save=bool(train.async_checkpointing),
+        compression=bool(train.checkpoint_compression))
     if setup.checkpointer.latest_step() is not None:
         target = ckpt_lib.abstract_with_shardings(jax.eval_shape(lambda s: s, state), shardings)
         del state, setup.state  # free the fresh state before reading the checkpoint

@@ -7,7 +7,7 @@ ZeRO-3 style), the batch over ("data", "fsdp"); no tensor parallelism (ViT-L
 fits comfortably once sharded). bf16 compute, fp32 params, scanned blocks
 with `dots_with_no_batch_dims_saveable` remat.
 
-    seamo pretrain --distributed --config experiments/seamo_vitl_pod.py --workdir gs://bucket/seamo_vitl \\
+    seamo pretrain --distributed --config seamo_vitl_pod --workdir gs://bucket/seamo_vitl \\
         [--config.init_from=gs://bucket/seamo_p1_vitl]
 
 Run the same command on every host of the slice (multi-controller JAX;
@@ -26,7 +26,7 @@ may span slices (`mesh.dcn_axes`), so params stay FSDP-sharded inside a
 slice (over ICI) and are replicated across slices, whose gradients are
 all-reduced over DCN once per step:
 
-    seamo pretrain --distributed --config experiments/seamo_vitl_pod.py --workdir gs://bucket/seamo_vitl \
+    seamo pretrain --distributed --config seamo_vitl_pod --workdir gs://bucket/seamo_vitl \
         --config.mesh.dcn_shape='(2, 1, 1)' --config.data.batch_size=8192
 
 gives mesh (data=2, fsdp=256, model=1): shape (1, -1, 1) fills one slice's
@@ -37,21 +37,18 @@ multi-node GPU one process is one slice, or set `mesh.devices_per_slice`
 `get_config(arg)`: "" (v5e-64 / v4-64 defaults) or "v4-32".
 """
 
-import pathlib
-
 import ml_collections
 
-from seamo_jax.configs import load_config_file
+from seamo_jax.experiments import seamo_vitb_ssl4eo
 
 
-def _vitb_config(arg: str) -> ml_collections.ConfigDict:
-    return load_config_file(f"{pathlib.Path(__file__).with_name('seamo_vitb_ssl4eo.py')}:{arg}")
+VARIANTS = ("", "v4-32")
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
-    if arg not in ("", "v4-32"):
+    if arg not in VARIANTS:
         raise ValueError(f"unknown seamo_vitl_pod variant {arg!r}; use '' or 'v4-32'")
-    config = _vitb_config("phase2")
+    config = seamo_vitb_ssl4eo.get_config("phase2")
     config.model.size = "vit_l16"
     config.model.decoder_dim = 512
     config.model.decoder_depth = 8
@@ -82,7 +79,6 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.train.num_steps = 100 * steps_per_epoch
     config.train.checkpoint_every = 500         # preemptible slices: lose at most ~500 steps
     config.train.keep_checkpoints = 2
-    config.train.checkpoint_compression = False  # zstd saves ~8% on fp32 state for ~5x write CPU
     config.train.log_every = 20
     config.train.recon_every = 1000
     return config

@@ -1,8 +1,8 @@
 """Linear / kNN probe on EuroSAT-MS (13-band Sentinel-2 L1C, 10 classes), S2-only, one season.
 
-    seamo probe --config experiments/probe_eurosat.py --checkpoint runs/x --out runs/x/probe_eurosat \
+    seamo probe --config probe_eurosat --checkpoint runs/x --out runs/x/probe_eurosat \
         --config.probe.manual_dir=/path/to/EuroSAT_MS
-    seamo probe --config experiments/probe_eurosat.py:sample ...   # the 200-tile sample in shared/data
+    seamo probe --config probe_eurosat:sample ...   # the 200-tile sample in shared/data
 
 EuroSAT tiles are single images (S = 1), so the encoder sees S2 season 0 at
 the full 64 x 64 tile (the position embedding is computed, so any multiple
@@ -17,37 +17,32 @@ import pathlib
 
 import ml_collections
 
-from seamo_jax.configs import load_config_module
+from seamo_jax.experiments import base
 
-# The read-only sample of real EuroSAT-MS tiles shipped beside the repository (../shared).
-SAMPLE_DIR = str(pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "eurosat_ms_sample")
+# The read-only sample of real EuroSAT-MS tiles beside a source checkout (../shared/data); "" elsewhere,
+# then pass --config.probe.manual_dir.
+_SAMPLE = pathlib.Path(__file__).resolve().parents[3] / "shared" / "data" / "eurosat_ms_sample"
+SAMPLE_DIR = str(_SAMPLE) if _SAMPLE.is_dir() else ""
 
 
-def _load(name: str, arg: str = "") -> ml_collections.ConfigDict:
-    module = load_config_module(pathlib.Path(__file__).with_name(name))
-    return module if not arg and name == "probe_synthetic.py" else module.get_config(arg)
+VARIANTS = ("", "sample")
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
-    if arg not in ("", "sample"):
+    if arg not in VARIANTS:
         raise ValueError(f"unknown probe_eurosat variant {arg!r}; use '' or 'sample'")
-    config = _load("demo_cpu.py", "")
+    config = base.get_config()
     # Without a checkpoint the random-init baseline needs an S2-only architecture.
     config.data.modalities = ("s2",)
-    config.data.sensors = {"s2": "s2_l1c"}
+    config.data.sensors = ml_collections.ConfigDict({"s2": "s2_l1c"})
     config.model.fusion = "none"
-    probe = _load("probe_synthetic.py").probe_defaults(config.probe)
+    probe = config.probe
     probe.builder = "eurosat_ms"
-    probe.train_split = "train"
-    probe.test_split = "test"
     probe.modalities = ("s2",)
     probe.seasons = 1
     probe.input_sets = ({"name": "S2, 1 season", "modalities": ("s2",), "seasons": (0,)},)
     probe.crop = "full"
     probe.crop_size = 64
-    probe.num_train = None
-    probe.label_fractions = (0.01, 0.1, 1.0)
-    probe.seeds = (0, 1, 2)
     if arg == "sample":
         probe.manual_dir = SAMPLE_DIR
         probe.resplit_test_fraction = 0.5
