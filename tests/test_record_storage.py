@@ -173,3 +173,16 @@ def test_native_crop_area_kernel_is_bitwise_the_numpy_path(dtype, monkeypatch):
             m.setattr(native_resize, "supports", lambda _: False)
             reference = augment.crop_resize_normalise(tile, offsets, sizes, 32, spec)
         np.testing.assert_array_equal(fused, reference, err_msg=f"k={k} flip={flip}")
+
+
+def test_native_resize_is_chosen_by_config():
+    from seamo_jax import configs
+    from seamo_jax.data.sample import sample_spec_from_config
+
+    config = configs.load_config("demo_cpu:fast")
+    assert sample_spec_from_config(config).native_resize
+    config.data.native_resize = "off"
+    assert not sample_spec_from_config(config).native_resize
+    config.data.native_resize = "fast"
+    with pytest.raises(ValueError, match="unknown config.data.native_resize 'fast'"):
+        sample_spec_from_config(config)

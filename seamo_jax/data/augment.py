@@ -153,7 +153,7 @@ def crop_normalise(values: np.ndarray, offsets: np.ndarray, crop_size: int, spec
 
 
 def crop_resize_normalise(values: np.ndarray, offsets: np.ndarray, sizes: np.ndarray, crop_size: int,
-                          spec: SensorSpec, out: np.ndarray | None = None) -> np.ndarray:
+                          spec: SensorSpec, out: np.ndarray | None = None, *, native: bool = True) -> np.ndarray:
     """Cuts each season's square window of side `sizes[s]`, resizes it bilinearly to
     crop_size (`resize.resize_bilinear`) and normalises it (region_reading="crop_area").
 
@@ -161,6 +161,8 @@ def crop_resize_normalise(values: np.ndarray, offsets: np.ndarray, sizes: np.nda
       values: [S, H, W, C] raw tile (any strides).
       offsets: int [S, 2] window origins (row, col); sizes: int [S] window sides.
       out: optional float32 [S, crop, crop, C] buffer to fill.
+      native: use the compiled resize + normalise kernel where it loads (config.data.native_resize);
+        its output is bitwise the numpy path's.
     Returns:
       float32 [S, crop, crop, C] normalised views (`out` when given).
     """
@@ -169,7 +171,7 @@ def crop_resize_normalise(values: np.ndarray, offsets: np.ndarray, sizes: np.nda
         out = np.empty(shape, np.float32)
     elif out.shape != shape or out.dtype != np.float32:
         raise ValueError(f"out must be float32 {shape}, got {out.dtype} {out.shape}")
-    if out.flags.c_contiguous and native_resize.supports(values.dtype):
+    if native and out.flags.c_contiguous and native_resize.supports(values.dtype):
         # One pass per season, bitwise equal to the numpy path below (native_resize.py).
         mean, std = normaliser_constants(spec, values.dtype)
         for season, ((y, x), side) in enumerate(zip(np.asarray(offsets), np.asarray(sizes))):

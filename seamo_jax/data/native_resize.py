@@ -6,15 +6,16 @@ available and falls back to the numpy path (`resize.resize_bilinear`, then
 kernel does the numpy path's float32 operations in the same order, built with
 -ffp-contract=off). The kernel reads the raw window once (uint16 / uint8 /
 float32, any strides, e.g. a flipped tile) and writes the view once, where the
-numpy path makes ~10 passes over float32 temporaries; on the 2-core EPYC it
-cuts the CPU cost of a 4-season SSL4EO-sized crop_area sample from ~13 to ~2
-ms (docs/performance.md, "Record storage and decode cost").
+numpy path makes ~10 passes over float32 temporaries; on the 2-core EPYC the
+views of a 4-season SSL4EO-sized crop_area sample (13 S2 + 2 S1 bands, 224
+px) cost ~3.7 CPU-ms instead of ~13 (docs/performance.md, "Record storage
+and decode cost").
 
 Built once per machine with $CXX / g++ / c++ / clang++ (-O3 -march=native)
 into $SEAMO_KERNEL_CACHE (default ~/.cache/seamo_jax/kernels), named by a hash
 of the source, flags and CPU flags; concurrent first builds serialise on a
 file lock. No numpy-independent imports (no jax): Grain workers load it
-cheaply. SEAMO_NATIVE_RESIZE=0 disables it (the numpy path runs).
+cheaply. config.data.native_resize="off" keeps the numpy path (SampleSpec.native_resize).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import ctypes
 import fcntl
 import hashlib
+import logging
 import os
 import pathlib
 import platform
@@ -32,6 +34,8 @@ import threading
 
 import numpy as np
 
+from seamo_jax.kernels import toolchain
+
 SOURCE = pathlib.Path(__file__).with_name("resize_kernel.cc")
 CXX_FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fno-fast-math", "-std=c++17", "-shared", "-fPIC", "-w")
 DTYPES = {np.dtype(np.uint16): 0, np.dtype(np.uint8): 1, np.dtype(np.float32): 2}
@@ -40,19 +44,9 @@ _lock = threading.Lock()
 _state: dict = {}
 
 
-def _cache_dir() -> pathlib.Path:
-    default = pathlib.Path(os.environ.get("XDG_CACHE_HOME", pathlib.Path.home() / ".cache")) / "seamo_jax" / "kernels"
-    return pathlib.Path(os.environ.get("SEAMO_KERNEL_CACHE", default))
-
-
-def _compiler() -> str | None:
-    if os.environ.get("CXX"):
-        return shutil.which(os.environ["CXX"]) or os.environ["CXX"]
-    for name in ("g++", "c++", "clang++"):
-        path = shutil.which(name)
-        if path:
-            return path
-    return None
+# The same cache folder and compiler choice as the model's CPU kernels.
+_cache_dir = toolchain.cache_dir
+_compiler = toolchain.find_compiler
 
 
 def _cpu_flags() -> str:
@@ -97,8 +91,6 @@ def load():
             return _state["function"]
         function, error = None, None
         try:
-            if os.environ.get("SEAMO_NATIVE_RESIZE", "1") == "0":
-                raise OSError("disabled by SEAMO_NATIVE_RESIZE=0")
             if platform.system() != "Linux":
                 raise OSError(f"built for Linux only (this is {platform.system()})")
             compiler = _compiler()
@@ -112,6 +104,7 @@ def load():
             _state["library"] = library
         except (OSError, RuntimeError, AttributeError) as exc:
             function, error = None, f"{type(exc).__name__}: {exc}"
+            logging.warning("crop_area views use the numpy resize (same values, ~3x the CPU): %s", error)
         _state["function"], _state["error"] = function, error
         return function
 

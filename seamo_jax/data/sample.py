@@ -45,10 +45,17 @@ class SampleSpec:
     mask_ratio: float
     shared_mask: bool
     skip_bad_records: bool
+    native_resize: bool           # config.data.native_resize: the compiled crop_area resize kernel where it loads
 
     @property
     def num_tokens(self) -> int:
         return masking.num_tokens(self.crop_size, self.patch_size)
+
+
+def _native_resize_mode(mode: str) -> str:
+    if mode not in ("auto", "off"):
+        raise ValueError(f"unknown config.data.native_resize {mode!r}; use 'auto' or 'off'")
+    return mode
 
 
 def sample_spec_from_config(config: Any) -> SampleSpec:
@@ -74,6 +81,7 @@ def sample_spec_from_config(config: Any) -> SampleSpec:
         mask_ratio=float(config.mask.ratio),
         shared_mask=bool(config.mask.shared_across_modalities),
         skip_bad_records=bool(data.skip_bad_records),
+        native_resize={"auto": True, "off": False}[_native_resize_mode(data.native_resize)],
     )
     _ = spec.num_tokens  # fail at build time, not in a worker, if crop % patch != 0
     crops.validate_region_config(spec.region_selection, spec.region_reading, spec.overlap_range)
@@ -120,7 +128,8 @@ class TrainSampleTransform(grain.transforms.RandomMap):
                                               overlap_range=spec.overlap_range)
         offsets = windows.offsets
         if spec.region_reading == "crop_area":
-            views = {m: augment.crop_resize_normalise(tiles[m], offsets, windows.sizes, spec.crop_size, spec.specs[m])
+            views = {m: augment.crop_resize_normalise(tiles[m], offsets, windows.sizes, spec.crop_size, spec.specs[m],
+                                                          native=spec.native_resize)
                      for m in spec.modalities}
         else:  # fused crop + convert + normalise: reads only the windows of the raw tile, once
             views = {m: augment.crop_normalise(tiles[m], offsets, spec.crop_size, spec.specs[m])

@@ -44,12 +44,13 @@ SEAMO_METRIC_VARIANTS = {"linear_top1": protocol_lib.TOP1_OA, "knn_top1": protoc
 FIXED_FEATURES = {"band_stats": band_stats.band_statistics, "texture": texture.texture_features}
 
 
-def input_sets(config: Any) -> list[dict]:
-    """The probe's input subsets: config.probe.input_sets, or (when it is ()) one set from probe.modalities / probe.seasons.
+def input_sets(config: Any, sets: Sequence[Mapping] = ()) -> list[dict]:
+    """The probe's input subsets: `sets` if given, else config.probe.input_sets, else (when that is ()) one
+    set from probe.modalities / probe.seasons.
 
     Each set: {"name", "modalities": tuple, "seasons": tuple of season indices}.
     """
-    sets = config.probe.input_sets
+    sets = sets or config.probe.input_sets
     if not sets:
         sets = [{"modalities": tuple(config.probe.modalities), "seasons": tuple(range(int(config.probe.seasons)))}]
     out = []

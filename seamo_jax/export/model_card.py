@@ -41,7 +41,9 @@ def build_card(config: Any, specs: Mapping[str, Any], *, step: int | None, timm_
     for modality, spec in specs.items():
         sensors[modality] = {
             "sensor": spec.name, "level": spec.level, "bands": list(spec.bands), "units": spec.units,
-            "dtype_on_disk": spec.dtype, "gsd_m": list(spec.gsd_m), "wavelength_nm":
+            "input_dtype": spec.dtype,  # the encoder reads values in `units`; records may store codes:
+            "record_storage": [{"dtype": d, "value": f"code * {scale} + {offset}"} for d, scale, offset in spec.storage],
+            "gsd_m": list(spec.gsd_m), "wavelength_nm":
                 None if spec.wavelength_nm is None else list(spec.wavelength_nm),
             "normalisation": {"formula": "(x - mean) / std per band, channels last",
                               "mean": list(spec.mean), "std": list(spec.std)},

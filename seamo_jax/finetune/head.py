@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from seamo_jax.evaluate import multilabel  # the probe's average precision, so fine-tune and probe numbers compare
 from seamo_jax.models import layers
 
 PyTree = Any
@@ -86,8 +87,6 @@ def batch_metric(task: str, logits: jax.Array, target: jax.Array) -> jax.Array:
 
 def scores(task: str, logits: np.ndarray, target: np.ndarray) -> dict[str, float]:
     """Test / val metrics: top-1 (single-label) or micro / macro mAP (multi-label, the probe's AP definition)."""
-    from seamo_jax.evaluate import multilabel  # the probe's average precision, so the numbers compare
-
     if task == "single_label":
         return {"top1": float(np.mean(np.argmax(logits, -1) == target))}
     maps = multilabel.mean_average_precision(logits, target)

@@ -63,15 +63,9 @@ def input_sets(config: Any) -> list[dict]:
 
     Each: {"name", "modalities": tuple, "seasons": tuple of season indices}.
     """
-    sets = config.finetune.input_sets or config.probe.input_sets
-    if not sets:
-        sets = [{"modalities": tuple(config.probe.modalities), "seasons": tuple(range(int(config.probe.seasons)))}]
-    out = []
-    for s in sets:
-        modalities, seasons = tuple(s["modalities"]), tuple(int(i) for i in s["seasons"])
-        name = s.get("name") or f"{'+'.join(modalities)} seasons {','.join(map(str, seasons))}"
-        out.append({"name": name, "modalities": modalities, "seasons": seasons})
-    return out
+    from seamo_jax.evaluate.probe import input_sets as probe_input_sets
+
+    return probe_input_sets(config, config.finetune.input_sets)
 
 
 def sweep_axes(config: Any) -> tuple[tuple[float, ...], tuple[int, ...]]:
@@ -111,7 +105,8 @@ def encoder_source(config: Any, checkpoint_dir: str | None) -> tuple[encoders.En
         train_config, specs = checkpoint_lib.read_run_metadata(checkpoint_dir)
         step = checkpoint_lib.latest_complete_step(checkpoint_dir)
         if step is None:
-            raise FileNotFoundError(f"no complete checkpoint in {checkpoint_lib.resolve_checkpoint_dir(checkpoint_dir)}")
+            directory = checkpoint_lib.resolve_checkpoint_dir(checkpoint_dir)
+            raise FileNotFoundError(f"no complete checkpoint in {directory}")
     else:
         train_config, step = config, None
         specs = checkpoint_lib.sensor_specs_from_config(config.data)
@@ -274,7 +269,7 @@ def train_and_score(trainer: trainer_lib.Trainer, *, arrays: Mapping[str, Any], 
                     # from the last periodic checkpoint, to the same bits).
                     will_save = step % save_every == 0 or (is_last and not ft.delete_checkpoints) or preempted
                     will_eval = select and (step % eval_every == 0 or is_last)
-                    if step % log_every == 0 or will_save or will_eval:
+                    if step % log_every == 0 or will_save or will_eval or is_last:  # every step finite-checked
                         fetched = jax.device_get([m for _, m in pending])
                         done = max(step - interval_from, 1)
                         step_time = (time.time() - interval_start) / done
@@ -333,7 +328,7 @@ def _recipe(config: Any, num_train: int) -> trainer_lib.Recipe:
     warmup = int(round(num_steps * float(ft.warmup_epochs) / epochs)) if epochs > 0 else 0
     lr = float(ft.base_learning_rate) * batch_size / 256.0
     return trainer_lib.Recipe(
-        learning_rate=lr, end_lr_ratio=float(ft.min_learning_rate) / lr if lr > 0 else 0.0,
+        learning_rate=lr, end_lr_ratio=min(float(ft.min_learning_rate) / lr, 1.0) if lr > 0 else 0.0,
         warmup_steps=min(warmup, num_steps - 1) if num_steps > 1 else 0, num_steps=num_steps,
         weight_decay=float(ft.weight_decay), b1=float(ft.b1), b2=float(ft.b2),
         clip_grad_norm=float(ft.clip_grad_norm), layer_decay=float(ft.layer_decay),
@@ -462,10 +457,11 @@ def run_finetune(config: Any, checkpoint_dir: str | None = None, out_dir: str | 
                         trainer = trainer_lib.get_trainer(
                             model, head, input_set["modalities"], input_set["seasons"], ft.pool, data.task, recipe,
                             mesh, rules, bool(config.train.activation_constraints))
+                        init_seed = int(ft.init_seed) + seed
                         if encoder_name == "pretrained":
                             init = lambda trainer=trainer: pretrained_encoder(trainer)  # noqa: E731
                         else:
-                            init = lambda trainer=trainer, s=int(ft.init_seed) + seed: trainer.random_encoder(s)  # noqa: E731
+                            init = lambda trainer=trainer, s=init_seed: trainer.random_encoder(s)  # noqa: E731
                         info = dict(settings, run_dir=str(run_dir))
                         outcome = train_and_score(
                             trainer, arrays=pooled, task=data.task, target_key=target_key, train_rows=train_rows,

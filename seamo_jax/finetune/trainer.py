@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import flax.linen as nn
 import jax
@@ -232,10 +232,4 @@ def get_trainer(model: nn.Module, head: head_lib.ClassifierHead, modalities: tup
     return Trainer(model, head, modalities, seasons, pool, task, recipe, mesh, rules, activation_constraints)
 
 
-def tree_equal(a: PyTree, b: PyTree) -> bool:
-    """Bitwise equality of two pytrees of arrays (tests, resume checks)."""
-    la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
-    return len(la) == len(lb) and all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(la, lb))
-
-
-__all__ = ["Recipe", "Trainer", "check_checkpoint_encoder", "expected_encoder_shapes", "get_trainer", "tree_equal"]
+__all__ = ["Recipe", "Trainer", "check_checkpoint_encoder", "expected_encoder_shapes", "get_trainer"]

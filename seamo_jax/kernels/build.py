@@ -32,6 +32,8 @@ import jax
 import jaxlib
 import numpy as np
 
+from seamo_jax.kernels import toolchain
+
 SOURCE = pathlib.Path(__file__).with_name("cpu_kernels.cc")
 FFI_TARGETS = {"seamo_gemm": "SeamoGemm", "seamo_attention_fwd": "SeamoAttentionFwd",
                "seamo_attention_bwd": "SeamoAttentionBwd", "seamo_bias_gelu_fwd": "SeamoBiasGeluFwd",
@@ -44,21 +46,8 @@ _lock = threading.Lock()
 _state: dict = {}
 
 
-def cache_dir() -> pathlib.Path:
-    """Where built kernels are kept: $SEAMO_KERNEL_CACHE or ~/.cache/seamo_jax/kernels."""
-    default = pathlib.Path(os.environ.get("XDG_CACHE_HOME", pathlib.Path.home() / ".cache")) / "seamo_jax" / "kernels"
-    return pathlib.Path(os.environ.get("SEAMO_KERNEL_CACHE", default))
-
-
-def find_compiler() -> str | None:
-    """$CXX if set, else the first of g++, c++, clang++ on PATH."""
-    if os.environ.get("CXX"):
-        return shutil.which(os.environ["CXX"]) or os.environ["CXX"]
-    for name in ("g++", "c++", "clang++"):
-        path = shutil.which(name)
-        if path:
-            return path
-    return None
+cache_dir = toolchain.cache_dir
+find_compiler = toolchain.find_compiler
 
 
 def find_openblas() -> ctypes.CDLL:

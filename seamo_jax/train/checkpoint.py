@@ -185,7 +185,10 @@ def _read_metadata_file(checkpoint_dir: epath.Path, name: str) -> str:
 
 def latest_complete_step(checkpoint_dir: PathLike) -> int | None:
     """Newest fully written checkpoint step in a workdir or checkpoints/ dir (None if none)."""
-    manager = ocp.CheckpointManager(resolve_checkpoint_dir(checkpoint_dir),
+    directory = resolve_checkpoint_dir(checkpoint_dir)
+    if not directory.exists():  # before Orbax, which would log read-only notices about a missing folder
+        raise FileNotFoundError(f"checkpoint directory {user_path(checkpoint_dir)} does not exist")
+    manager = ocp.CheckpointManager(directory,
                                     options=ocp.CheckpointManagerOptions(read_only=True))
     try:
         return manager.latest_step()
