@@ -22,7 +22,6 @@ import importlib.util
 import json
 import pathlib
 import re
-import sys
 import traceback
 from typing import Any, Sequence
 

@@ -21,15 +21,10 @@ cheaply. config.data.native_resize="off" keeps the numpy path (SampleSpec.native
 from __future__ import annotations
 
 import ctypes
-import fcntl
 import hashlib
 import logging
-import os
 import pathlib
 import platform
-import shutil
-import subprocess
-import tempfile
 import threading
 
 import numpy as np
@@ -69,19 +64,7 @@ def _library_path(compiler: str) -> pathlib.Path:
 
 
 def _build(compiler: str, target: pathlib.Path) -> pathlib.Path:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.parent / ".build.lock", "w") as lock_file:
-        fcntl.flock(lock_file, fcntl.LOCK_EX)
-        if target.exists():
-            return target
-        with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-            partial = pathlib.Path(tmp) / target.name
-            command = [compiler, *CXX_FLAGS, str(SOURCE), "-o", str(partial)]
-            result = subprocess.run(command, capture_output=True, text=True)
-            if result.returncode != 0:
-                raise RuntimeError(f"compiling {SOURCE.name} failed ({' '.join(command)}):\n{result.stderr[-2000:]}")
-            os.replace(partial, target)
-    return target
+    return toolchain.compile_shared_library(compiler, SOURCE, CXX_FLAGS, target)
 
 
 def load():

@@ -23,7 +23,6 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-from etils import epath
 
 from seamo_jax import parallel
 from seamo_jax.data import resize
@@ -99,13 +98,6 @@ def _protocol_scores(protocol: protocol_lib.Protocol, feats: np.ndarray, views: 
     return out
 
 
-def _split_indices(data: probe_data.ProbeData, targets: np.ndarray, seed: int, split_dir: epath.Path,
-                   resplit_fraction: float) -> tuple[np.ndarray, np.ndarray]:
-    """(train, test) row indices into the pooled [train; test] arrays for one seed."""
-    num_train = len(data.train["offsets"])
-    if resplit_fraction > 0:
-        return probe_data.resplit_indices(str(split_dir), targets, resplit_fraction, seed)
-    return np.arange(num_train), num_train + np.arange(len(data.test["offsets"]))
 
 
 def protocol_input_size(config: Any, protocol: protocol_lib.Protocol, native: int, patch_size: int) -> int:
@@ -229,7 +221,7 @@ def run_probe(config: Any, checkpoint_dir: str | None = None, out_dir: str | Non
             per_metric: dict[tuple[str, str, float], list] = {}
             row_info: dict[tuple[str, str, float], dict] = {}
             for seed in seeds:
-                train_idx, test_idx = _split_indices(data, targets, seed, split_dir, resplit)
+                train_idx, test_idx = probe_data.split_indices(data, targets, seed, split_dir, resplit)
                 for protocol in chosen:
                     size = native if protocol.name == "seamo" else protocol_input_size(config, protocol, native, patch)
                     input_size = native if encoder_name in FIXED_FEATURES else size

@@ -171,3 +171,16 @@ def resplit_indices(split_dir: str, labels: np.ndarray, test_fraction: float, se
     reporting the spread is the honest alternative.
     """
     return splits.load_or_create_holdout(split_dir, labels, test_fraction, seed)
+
+
+def split_indices(data: ProbeData, targets: np.ndarray, seed: int, split_dir: Any,
+                  resplit_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """(train, test) row indices into the pooled [train; test] arrays for one seed.
+
+    The builder's splits, or with `resplit_fraction` > 0 a fresh stratified split of the pooled
+    labelled data per seed (saved under `split_dir`); the probe and `seamo finetune` split alike.
+    """
+    num_train = len(data.train["offsets"])
+    if resplit_fraction > 0:
+        return resplit_indices(str(split_dir), targets, resplit_fraction, seed)
+    return np.arange(num_train), num_train + np.arange(len(data.test["offsets"]))

@@ -309,13 +309,6 @@ def train_and_score(trainer: trainer_lib.Trainer, *, arrays: Mapping[str, Any], 
 
 # ------------------------------------------------------------------ the sweep
 
-def _split_indices(data: probe_data.ProbeData, targets: np.ndarray, seed: int, split_dir: epath.Path,
-                   resplit_fraction: float) -> tuple[np.ndarray, np.ndarray]:
-    """(train, test) rows of the pooled [train; test] arrays for one seed, as the probe splits them."""
-    num_train = len(data.train["offsets"])
-    if resplit_fraction > 0:
-        return probe_data.resplit_indices(str(split_dir), targets, resplit_fraction, seed)
-    return np.arange(num_train), num_train + np.arange(len(data.test["offsets"]))
 
 
 def _recipe(config: Any, num_train: int) -> trainer_lib.Recipe:
@@ -421,7 +414,7 @@ def run_finetune(config: Any, checkpoint_dir: str | None = None, out_dir: str | 
         for encoder_name in [e for e in ENCODERS if e in wanted]:
             per_metric: dict[tuple[str, float], list] = {}
             for seed in seeds:
-                train_idx, test_idx = _split_indices(data, targets, seed, split_dir, resplit)
+                train_idx, test_idx = probe_data.split_indices(data, targets, seed, split_dir, resplit)
                 for fraction in fractions:
                     subset = train_idx[splits.load_or_create_subset(split_dir, targets[train_idx], fraction, seed)]
                     train_rows, val_rows = subset, np.zeros((0,), np.int64)

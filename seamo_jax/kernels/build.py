@@ -17,15 +17,10 @@ the model then uses XLA's own ops, which compute the same values.
 from __future__ import annotations
 
 import ctypes
-import fcntl
 import glob
 import hashlib
-import os
 import pathlib
 import platform
-import shutil
-import subprocess
-import tempfile
 import threading
 
 import jax
@@ -84,19 +79,7 @@ def library_path(compiler: str) -> pathlib.Path:
 
 def build(compiler: str, target: pathlib.Path) -> pathlib.Path:
     """Compile cpu_kernels.cc to `target` (no-op if another process already did)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.parent / ".build.lock", "w") as lock_file:
-        fcntl.flock(lock_file, fcntl.LOCK_EX)
-        if target.exists():
-            return target
-        with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-            partial = pathlib.Path(tmp) / target.name
-            command = [compiler, *CXX_FLAGS, f"-I{jax.ffi.include_dir()}", str(SOURCE), "-o", str(partial)]
-            result = subprocess.run(command, capture_output=True, text=True)
-            if result.returncode != 0:
-                raise RuntimeError(f"compiling {SOURCE.name} failed ({' '.join(command)}):\n{result.stderr[-2000:]}")
-            os.replace(partial, target)
-    return target
+    return toolchain.compile_shared_library(compiler, SOURCE, [*CXX_FLAGS, f"-I{jax.ffi.include_dir()}"], target)
 
 
 def load() -> ctypes.CDLL | None:

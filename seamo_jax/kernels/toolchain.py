@@ -3,9 +3,13 @@ the input pipeline's workers use it too)."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import pathlib
 import shutil
+import subprocess
+import tempfile
+from typing import Sequence
 
 
 def cache_dir() -> pathlib.Path:
@@ -23,3 +27,24 @@ def find_compiler() -> str | None:
         if path:
             return path
     return None
+
+
+def compile_shared_library(compiler: str, source: pathlib.Path, flags: Sequence[str],
+                           target: pathlib.Path) -> pathlib.Path:
+    """Compiles `source` to `target` under a file lock (a no-op if another process already built it).
+
+    The library is written to a temporary name and renamed, so a reader never sees a partial file.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / ".build.lock", "w") as lock_file:
+        fcntl.flock(lock_file, fcntl.LOCK_EX)
+        if target.exists():
+            return target
+        with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+            partial = pathlib.Path(tmp) / target.name
+            command = [compiler, *flags, str(source), "-o", str(partial)]
+            result = subprocess.run(command, capture_output=True, text=True)
+            if result.returncode != 0:
+                raise RuntimeError(f"compiling {source.name} failed ({' '.join(command)}):\n{result.stderr[-2000:]}")
+            os.replace(partial, target)
+    return target
