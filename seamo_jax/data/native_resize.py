@@ -44,14 +44,7 @@ _cache_dir = toolchain.cache_dir
 _compiler = toolchain.find_compiler
 
 
-def _cpu_flags() -> str:
-    try:
-        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("flags", "Features")):
-                return line
-    except OSError:
-        pass
-    return platform.processor()
+_cpu_flags = toolchain.cpu_flags  # part of the library cache key
 
 
 def _library_path(compiler: str) -> pathlib.Path:

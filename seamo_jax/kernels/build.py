@@ -57,14 +57,7 @@ def find_openblas() -> ctypes.CDLL:
                             f"({numpy_dir.parent / 'numpy.libs'}); numpy >= 2 Linux wheels ship one")
 
 
-def _cpu_flags() -> str:
-    try:
-        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("flags", "Features")):
-                return line
-    except OSError:
-        pass
-    return platform.processor()
+_cpu_flags = toolchain.cpu_flags  # part of the library cache key
 
 
 def library_path(compiler: str) -> pathlib.Path:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import fcntl
 import os
 import pathlib
+import platform
 import shutil
 import subprocess
 import tempfile
@@ -27,6 +28,18 @@ def find_compiler() -> str | None:
         if path:
             return path
     return None
+
+
+def cpu_flags() -> str:
+    """The CPU's feature line (/proc/cpuinfo), part of a built library's cache key: -march=native code
+    built on one CPU must not load on another."""
+    try:
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                return line
+    except OSError:
+        pass
+    return platform.processor()
 
 
 def compile_shared_library(compiler: str, source: pathlib.Path, flags: Sequence[str],
