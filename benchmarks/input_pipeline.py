@@ -5,9 +5,14 @@ Full pipeline = read ArrayRecord shards from disk + decode + non-aligned crop
 SSL4EO-S12-sized records as `seamo_vitb_ssl4eo:phase2` reads them (4 seasons
 x (13 S2-L1C + 2 S1) bands x 264 px, 224-px "partial" / "crop_area" views,
 patch 16). Record content is the synthetic_seasons generator's (textures,
-clouds, sensor noise and speckle, so compression ratios mean something;
-`--content random` for uniform noise). Reference = a single-threaded numpy
-crop + normalise loop over the same records held in memory, in the same run.
+clouds, sensor noise and speckle; `--content random` for uniform noise), or
+`--content ssl4eo`: the real SSL4EO-S12 location in
+../shared/data/ssl4eo_s12_sample (`--ssl4eo-dir`), its 2 timestamps plus
+the same two rotated by 90 degrees as seasons 3-4 and every record a
+different flip/rotation of that, so codecs see real Sentinel data (the
+synthetic noise is less compressible than real scenes). Reference = a
+single-threaded numpy crop + normalise loop over the same records held in
+memory, in the same run.
 
 Per storage variant (`--storage`, each written to its own shards and measured
 `--repeats` times, order alternating): cpu_ms_per_sample (process CPU time,
@@ -16,14 +21,22 @@ batch), bytes_per_sample (shard bytes on disk / records) and
 pipeline_samples_per_s (wall), each the best of the repeats (on a shared
 machine other processes only add time), with every repeat listed. A variant is "<storage>[+<codec>][+numpy]":
 S1 storage (default = uint16 dB codes, what new builds write; s1_f32 / s1_f16
-/ s1_u16 / s1_u8), ArrayRecord codec (zstd1, zstd3, snappy; default none) and
-"+numpy" for crop_area views by the numpy resize instead of the compiled
-kernel. The baseline "s1_f32+numpy" (builds and pipeline before 2026-12-01) is
-always measured; the top-level keys are those of `--report` (default: the
-first of `--storage`).
+/ s1_u16 / s1_u8), ArrayRecord codec (zstd1, zstd3, snappy; default none),
+"+native" (S2 bands at their native 10/20/60 m sizes, `band_groups`),
+"+blosc2" (every image array a blosc2 frame, `features.Blosc2Tensor`),
+"+device" (config.data.views = "device": the host reads records and draws
+windows, the jitted step makes the views, so the host CPU measured is all
+the host does) and "+numpy" for host crop_area views by the numpy resize
+instead of the compiled kernel. The baseline "s1_f32+numpy" (builds and
+pipeline before 2026-12-01) is always measured; the top-level keys are those
+of `--report` (default: the first of `--storage`). "+device" variants also
+report `device_views_ms_per_sample`: the jitted views on this process's
+default JAX backend (on a CPU-only machine that is the CPU; not part of
+cpu_ms_per_sample, which counts the input pipeline).
 
     python benchmarks/input_pipeline.py                           # default vs baseline
     python benchmarks/input_pipeline.py --storage default,s1_f16,s1_u8,default+numpy,default+zstd1
+    python benchmarks/input_pipeline.py --content ssl4eo --storage default+native+blosc2+device,default+device
     python benchmarks/input_pipeline.py --workers 2
     python benchmarks/input_pipeline.py --sweep 0,1,2,4          # best of the sweep + all points
     python benchmarks/input_pipeline.py --train-samples-per-s 410  # ratio vs a known train step rate
@@ -68,28 +81,25 @@ STORAGE = {
     "s1_u8": dict(s1_storage="uint8"),
 }
 CODECS = {"zstd1": "zstd:1", "zstd3": "zstd:3", "snappy": "snappy"}
+FLAGS = ("numpy", "native", "blosc2", "device")
 BASELINE = "s1_f32+numpy"  # what builds and the pipeline did before 2026-12-01
 
 
 def storage_variant(name: str) -> dict:
-    """"<storage>[+<codec>][+numpy]", e.g. "s1_u8+zstd1" -> record_features / writer / resize settings."""
+    """"<storage>[+<codec>][+native][+blosc2][+device][+numpy]", e.g. "s1_u8+zstd1" -> record_features / writer /
+    pipeline settings."""
     base, *options = name.split("+")
-    if base not in STORAGE or any(o not in CODECS and o != "numpy" for o in options):
+    if base not in STORAGE or any(o not in CODECS and o not in FLAGS for o in options):
         raise SystemExit(f"unknown storage variant {name!r}: use one of {sorted(STORAGE)} [+ {sorted(CODECS)}] "
-                         f"[+numpy]")
-    variant = dict(STORAGE[base], compression="uncompressed", native_resize="numpy" not in options)
+                         f"[+ any of {FLAGS}]")
+    variant = dict(STORAGE[base], compression="uncompressed", native_resize="numpy" not in options,
+                   s2_layout="native" if "native" in options else "grid",
+                   codec="blosc2" if "blosc2" in options else "none",
+                   views="device" if "device" in options else "host")
     for option in options:
         if option in CODECS:
             variant["compression"] = CODECS[option]
     return variant
-
-
-def use_native_resize(enabled: bool) -> None:
-    """Switches crop_area views between the compiled kernel and the numpy path (workers inherit the env)."""
-    from seamo_jax.data import native_resize  # noqa: PLC0415
-
-    os.environ["SEAMO_NATIVE_RESIZE"] = "1" if enabled else "0"
-    native_resize._state.clear()  # pylint: disable=protected-access
 
 
 def _config(args: argparse.Namespace):
@@ -110,8 +120,55 @@ def _config(args: argparse.Namespace):
     return config
 
 
-def make_records(args: argparse.Namespace, num_classes: int = 4) -> list[dict]:
-    """The benchmark's records (float32 S1 dB, uint16 S2), as builders hand them to the writer."""
+def _ssl4eo_seasons(directory: str) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The real location's 2 timestamps: S2 L1C native groups {key: uint16 [2, h, w, n]} and S1 float32 dB
+    [2, 264, 264, 2] (files in the release's layout, read with tifffile)."""
+    import tifffile  # noqa: PLC0415
+
+    from seamo_jax.data import band_groups  # noqa: PLC0415
+
+    root = pathlib.Path(directory)
+    s2_dirs = sorted(p for p in (root / "s2c").glob("*/*") if p.is_dir())[:2]
+    s1_dirs = sorted(p for p in (root / "s1").glob("*/*") if p.is_dir())[:2]
+    if len(s2_dirs) < 2 or len(s1_dirs) < 2:
+        raise SystemExit(f"--content ssl4eo: {directory} lacks 2 s2c/<id>/<date> and s1/<id>/<product> folders")
+    spec = sensors.S2_L1C
+    groups = {}
+    for group in band_groups.native_groups(spec, "s2"):
+        groups[group.key] = np.stack([np.stack([tifffile.imread(d / f"{spec.bands[i]}.tif")
+                                                for i in group.band_indices], -1) for d in s2_dirs])
+    s1 = np.stack([np.stack([tifffile.imread(d / f"{b}.tif") for b in ("VV", "VH")], -1) for d in s1_dirs])
+    return groups, s1.astype(np.float32)
+
+
+def _dihedral(values: np.ndarray, index: int) -> np.ndarray:
+    """Flip/rotation `index % 8` of [S, H, W, C] (copied, C-contiguous)."""
+    out = np.rot90(values, k=index % 4, axes=(1, 2))
+    return np.ascontiguousarray(out[:, :, ::-1] if (index // 4) % 2 else out)
+
+
+def make_records(args: argparse.Namespace, num_classes: int = 4, s2_layout: str = "grid") -> list[dict]:
+    """The benchmark's records (float32 S1 dB, uint16 S2 `s2` or native groups), as builders hand them to the
+    writer."""
+    from seamo_jax.data import band_groups  # noqa: PLC0415
+
+    if args.content == "ssl4eo":
+        groups, s1 = _ssl4eo_seasons(args.ssl4eo_dir)
+        # Seasons 3-4: the two real timestamps rotated by 90 degrees (real content, not byte copies).
+        groups = {k: np.concatenate([v, np.rot90(v, 1, axes=(1, 2))])[:args.seasons] for k, v in groups.items()}
+        s1 = np.concatenate([s1, np.rot90(s1, 1, axes=(1, 2))])[:args.seasons]
+        records = []
+        for i in range(args.num_records):
+            mine = {k: _dihedral(v, i) for k, v in groups.items()}
+            record = {"s1": _dihedral(s1, i), "timestamps": np.arange(args.seasons, dtype=np.int64) * 86400 * 90,
+                      "location_id": f"loc{i}".encode(), "latlon": np.zeros(2, np.float32),
+                      "label": np.int64(i % num_classes)}
+            if s2_layout == "native":
+                record.update(mine)
+            else:
+                record["s2"] = band_groups.to_grid(mine, "s2", sensors.S2_L1C)
+            records.append(record)
+        return records
     if args.content == "random":
         return testing.make_records(args.num_records, seed=0, num_classes=num_classes, num_seasons=args.seasons,
                                     tile_size=args.tile, s2_bands=sensors.S2_L1C.num_bands)
@@ -123,25 +180,60 @@ def make_records(args: argparse.Namespace, num_classes: int = 4) -> list[dict]:
         records.append({"s2": tile["s2"][:args.seasons], "s1": tile["s1"][:args.seasons],
                         "timestamps": tile["timestamps"][:args.seasons], "location_id": f"loc{i}".encode(),
                         "latlon": tile["latlon"], "label": np.int64(i % num_classes)})
+    if s2_layout == "native":  # what the synthetic builder stores: coarse bands as block means
+        for record in records:
+            record.update(band_groups.block_means(record.pop("s2"), sensors.S2_L1C, "s2"))
     return records
 
 
-def write_records(args: argparse.Namespace, records: list[dict], directory: str, variant: dict) -> object:
-    """Writes the records as a TFDS ArrayRecord dataset in `variant`'s storage; returns the data source."""
-    import tensorflow_datasets as tfds  # noqa: PLC0415  (only the benchmark's writer side needs it here)
-
+def write_records(args: argparse.Namespace, records: list[dict], directory: str, variant: dict) -> None:
+    """Writes the records as a TFDS ArrayRecord dataset in `variant`'s storage."""
     from data_pipelines import writer
     from data_pipelines.features import record_features
 
     features = record_features(num_seasons=args.seasons, tile_size=args.tile, s2_sensor=sensors.S2_L1C,
                                with_s1=True, class_names=[f"c{i}" for i in range(4)],
-                               s1_storage=variant["s1_storage"])
+                               s1_storage=variant["s1_storage"], s2_layout=variant["s2_layout"],
+                               codec=variant["codec"])
     template = writer.split_template(directory, "input_pipeline_bench", "train")
     split = writer.write_split(features, [{k: r[k] for k in features} for r in records], len(records), template,
                                num_shards=max(1, args.num_records // 16), num_workers=1,
                                compression=variant["compression"])
     writer.write_metadata(directory, features, [split])
-    return tfds.builder_from_directory(directory).as_data_source(split="train")
+
+
+def open_source(directory: str, variant: dict) -> object:
+    """TFDS's ArrayRecord data source of the written split, as `registry.load_source` opens it
+    (S2 frames undecoded for "+device", `lazy_decode`)."""
+    import tensorflow_datasets as tfds  # noqa: PLC0415  (only the benchmark's writer side needs it here)
+
+    from data_pipelines import features as features_lib  # noqa: PLC0415
+
+    stored = tfds.builder_from_directory(directory)
+    decoders = None
+    if variant["views"] == "device":
+        keys = [key for key in stored.info.features.keys() if key == "s2" or key.startswith("s2_")]
+        decoders = features_lib.lazy_decoders(stored.info.features, keys) or None
+    return stored.as_data_source(split="train", decoders=decoders)
+
+
+class TiledSource:
+    """`length` records: record i is `source[i % len(source)]`.
+
+    Grain's shuffle (`index_shuffle`) costs ~1.2 ms of CPU per lookup on a
+    32-record index space and ~12 us on SSL4EO-S12's 251,079 (measured
+    2026-12-01), so the benchmark's few records are read through an index space
+    of the real dataset's size (`--index-space`).
+    """
+
+    def __init__(self, source, length: int):
+        self.source, self.length = source, int(length)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index):
+        return self.source[int(index) % len(self.source)]
 
 
 def bytes_on_disk(directory: str, num_records: int) -> float:
@@ -182,7 +274,28 @@ def pipeline_rate(config, source, workers: int, batches: int, warmup: int) -> di
     if workers:
         it.close()
     samples = batches * config.data.batch_size
-    return {"pipeline_samples_per_s": samples / elapsed, "cpu_ms_per_sample": 1e3 * cpu / samples}
+    point = {"pipeline_samples_per_s": samples / elapsed, "cpu_ms_per_sample": 1e3 * cpu / samples}
+    if config.data.views == "device":
+        point["device_views_ms_per_sample"] = device_views_ms(config, batch)
+    return point
+
+
+def device_views_ms(config, batch: dict, repeats: int = 3) -> float:
+    """Milliseconds per sample of the jitted views of one batch on the default JAX backend (best of repeats)."""
+    import jax  # noqa: PLC0415
+
+    from seamo_jax.data import device_views  # noqa: PLC0415
+
+    view_spec = device_views.view_spec_from_config(config)
+    views = jax.jit(lambda b: device_views.materialise(b, view_spec)["views"])
+    placed = jax.device_put(batch)
+    jax.block_until_ready(views(placed))
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(views(placed))
+        best = min(best, time.perf_counter() - start)
+    return 1e3 * best / config.data.batch_size
 
 
 def numpy_rate(records: list[dict], args: argparse.Namespace, samples: int) -> float:
@@ -227,9 +340,13 @@ def main() -> None:
                         help="comma-separated storage variants besides 'baseline', e.g. s1_f16,s1_u8+zstd1")
     parser.add_argument("--report", default="", help="variant of the top-level keys (default: first of --storage)")
     parser.add_argument("--repeats", type=int, default=2, help="measurements per variant (order alternates)")
-    parser.add_argument("--content", choices=("synthetic", "random"), default="synthetic")
+    parser.add_argument("--content", choices=("synthetic", "random", "ssl4eo"), default="synthetic")
+    parser.add_argument("--ssl4eo-dir", default=str(REPO_ROOT.parent / "shared" / "data" / "ssl4eo_s12_sample"),
+                        help="--content ssl4eo: a location folder tree in the SSL4EO-S12 v1 layout (s2c/, s1/)")
     parser.add_argument("--reading", choices=("crop_area", "overlap"), default="crop_area")
     parser.add_argument("--num-records", type=int, default=32)
+    parser.add_argument("--index-space", type=int, default=251079,
+                        help="records Grain indexes (the written ones, tiled; TiledSource); 0 = just those")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--batches", type=int, default=8)
     parser.add_argument("--warmup", type=int, default=2)
@@ -251,24 +368,29 @@ def main() -> None:
     variants = {name: storage_variant(name) for name in names}
     worker_counts = [int(w) for w in args.sweep.split(",")] if args.sweep else [args.workers]
     config = _config(args)
-    records = make_records(args)
+    records = {layout: make_records(args, s2_layout=layout)
+               for layout in sorted({variants[n]["s2_layout"] for n in names} | {"grid"})}
     measured: dict[str, dict] = {name: {"points": []} for name in names}
     with tempfile.TemporaryDirectory(dir=args.data_dir or None) as root:
         sources, written = {}, {}
         for name in names:
-            key = (variants[name]["s1_storage"], variants[name]["compression"])  # "+numpy" reads the same shards
+            v = variants[name]
+            key = (v["s1_storage"], v["compression"], v["s2_layout"], v["codec"])  # "+numpy", "+device": same shards
             if key not in written:
                 directory = os.path.join(root, f"v{len(written)}")
-                written[key] = (write_records(args, records, directory, variants[name]),
-                                bytes_on_disk(directory, len(records)))
-            sources[name], measured[name]["bytes_per_sample"] = written[key]
+                write_records(args, records[v["s2_layout"]], directory, v)
+                written[key] = (directory, bytes_on_disk(directory, args.num_records))
+            directory, measured[name]["bytes_per_sample"] = written[key]
+            source = open_source(directory, v)
+            sources[name] = TiledSource(source, args.index_space) if args.index_space else source
         for repeat in range(args.repeats):
             for name in (names if repeat % 2 == 0 else names[::-1]):  # A B .. then .. B A
-                use_native_resize(variants[name]["native_resize"])
+                config.data.native_resize = "auto" if variants[name]["native_resize"] else "off"
+                config.data.views = variants[name]["views"]
                 for w in worker_counts:
                     point = pipeline_rate(config, sources[name], w, args.batches, args.warmup)
                     measured[name]["points"].append({"workers": w, "repeat": repeat, **point})
-        base = numpy_rate(records, args, samples=args.batches * args.batch_size)
+        base = numpy_rate(records["grid"], args, samples=args.batches * args.batch_size)
 
     def summary(name: str) -> dict:
         points = measured[name]["points"]
@@ -283,6 +405,8 @@ def main() -> None:
             "bytes_per_sample": int(measured[name]["bytes_per_sample"]),
             "repeats": [{"samples_per_s": round(p["pipeline_samples_per_s"], 2),
                          "cpu_ms_per_sample": round(p["cpu_ms_per_sample"], 3)} for p in chosen],
+            **({"device_views_ms_per_sample": round(min(p["device_views_ms_per_sample"] for p in chosen), 3)}
+               if variants[name]["views"] == "device" else {}),
             **variants[name],
         }
 

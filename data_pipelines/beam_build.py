@@ -28,10 +28,28 @@ is 0"), not with the local path's one-line `NoRecordsError`.
 
 After the pipeline the builder checks that every split holds what was
 generated minus what was skipped (`check_written`) and raises
-`MissingRecordsError` otherwise: DirectRunner's multi_processing mode
-(apache-beam 2.77.0) finished 2 GB synthetic builds here without an error
-but with 44-56% of the records missing, while its in-process mode and
-small builds wrote them all (docs/performance.md, Conversion).
+`MissingRecordsError` otherwise.
+
+Beam bug worked around on import (`serialise_time_flushed_writes`): DirectRunner
+with `direct_running_mode=multi_processing` (apache-beam 2.77.0) silently
+dropped records of large builds (20-56% of 2 GB). Its runner
+talks to the SDK workers over gRPC data channels built with
+`DATA_BUFFER_TIME_LIMIT_MS = 1000` (fn_api_runner/worker_handlers.py,
+`GrpcServer`), i.e. `TimeBasedBufferingClosableOutputStream`s
+(runners/worker/data_plane.py) whose timer thread flushes under `_flush_lock`
+(`flush`: callback(get()), then `_clear()`) while `write` takes no lock.
+`BundleManager._send_input_to_worker` (fn_runner.py) writes a bundle's input
+chunks from the runner thread; a chunk written while a flush is under way
+(hundreds of MB to copy, a full send queue) is cleared unsent: those records
+never reach a worker. The in-process mode (in-memory channel) and builds
+whose input is sent within a second were unaffected. The workaround makes
+`write` take the flush lock (2 GB: 211 of 211 records, was 170). Only the
+Python FnApiRunner (DirectRunner's portable modes) builds these streams on
+its side; Dataflow / Flink / Spark runners are not concerned, and
+multi_processing's SDK workers flush by size only. multi_threading is not
+covered: its in-process workers' outputs are timer-flushed too, which can cut
+an element between its partial writes; use multi_processing
+(docs/performance.md, Conversion).
 
 `apache_beam` is the optional `beam` extra: this module is imported only for
 Beam builds.
@@ -47,6 +65,34 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from data_pipelines import writer as writer_lib
+
+
+def serialise_time_flushed_writes() -> bool:
+    """Makes apache-beam's time-flushed data streams take their flush lock on `write` (see the module doc).
+
+    `data_plane.TimeBasedBufferingClosableOutputStream` flushes from a timer
+    thread under `_flush_lock` (`flush`: callback(get()), then `_clear()`) but
+    inherits `write` unlocked, so bytes written between `get()` and `_clear()`
+    are dropped. Idempotent; does nothing where the class defines its own
+    `write` (patched already, or fixed upstream). Returns whether it patched.
+    """
+    from apache_beam.runners.worker import data_plane
+
+    stream_class = data_plane.TimeBasedBufferingClosableOutputStream
+    if "write" in vars(stream_class):
+        return False
+    unlocked_write = data_plane.SizeBasedBufferingClosableOutputStream.write
+
+    def write(self, b, nested=False):
+        with self._flush_lock:
+            unlocked_write(self, b, nested)
+
+    stream_class.write = write
+    return True
+
+
+# Applied on import: this module is imported before any Beam build's pipeline runs.
+serialise_time_flushed_writes()
 
 REPORT_DIR = "_build_report"
 _REPORT_TAG = "report"

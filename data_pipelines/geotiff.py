@@ -11,7 +11,7 @@ Three on-disk conventions occur in the datasets we convert:
 Everything returned is channels-last numpy with an explicit dtype, so the
 builders can hand it to `seamo_jax.sensors.validate_array` unchanged.
 
-Resampling to the 10 m grid (`resample`): "bilinear" (default) interpolates
+Resampling to the 10 m grid (`resample`, from `seamo_jax.data.band_groups`): "bilinear" (default) interpolates
 with half-pixel-centred sampling and edge clamping, i.e. the same grid as
 OpenCV `INTER_LINEAR` / PyTorch `align_corners=False`, which is what the
 SSL4EO-S12 reference loader applies; "nearest" repeats each source pixel
@@ -33,7 +33,6 @@ transverse-Mercator series (sub-metre accuracy, far below a 10 m pixel).
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 import struct
@@ -42,7 +41,10 @@ from typing import Mapping, Sequence
 import numpy as np
 import tifffile
 
-RESAMPLE_METHODS = ("bilinear", "nearest")
+# The resampling lives with the record layouts (seamo_jax.data.band_groups) so that `to_grid` of a native
+# record and a grid build of the same files run the same code: bitwise the same 10 m arrays.
+from seamo_jax.data.band_groups import RESAMPLE_METHODS, resample  # noqa: F401  (re-exported)
+
 
 
 class GeoTiffError(ValueError):
@@ -209,43 +211,6 @@ def read_band(path: str | os.PathLike, *, dtype: np.dtype | str | None = None) -
     if values.ndim != 2:
         raise GeoTiffError(f"{path}: expected one band, got shape {values.shape} (axes {axes!r})")
     return _check_dtype(values, dtype, path)
-
-
-@functools.lru_cache(maxsize=64)
-def _bilinear_indices(src: int, dst: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Half-pixel-centred source indices and weights for one axis: (i0, i1, w1) of length dst."""
-    coords = (np.arange(dst, dtype=np.float64) + 0.5) * (src / dst) - 0.5
-    coords = np.clip(coords, 0.0, src - 1)
-    i0 = np.floor(coords).astype(np.int64)
-    i1 = np.minimum(i0 + 1, src - 1)
-    return i0, i1, (coords - i0).astype(np.float32)
-
-
-def resample(band: np.ndarray, out_hw: Sequence[int], method: str = "bilinear") -> np.ndarray:
-    """Resamples `[h, w]` to `[H, W]` keeping the dtype (integers are rounded and clipped).
-
-    "nearest" uses the pixel whose centre is nearest (for an integer factor
-    that is plain repetition); "bilinear" is described in the module doc.
-    """
-    out_h, out_w = int(out_hw[0]), int(out_hw[1])
-    if band.shape == (out_h, out_w):
-        return band
-    if method not in RESAMPLE_METHODS:
-        raise ValueError(f"resample method {method!r}; expected one of {RESAMPLE_METHODS}")
-    in_h, in_w = band.shape
-    if method == "nearest":
-        rows = np.minimum(((np.arange(out_h) + 0.5) * in_h / out_h).astype(np.int64), in_h - 1)
-        cols = np.minimum(((np.arange(out_w) + 0.5) * in_w / out_w).astype(np.int64), in_w - 1)
-        return band[rows[:, None], cols[None, :]]
-    r0, r1, rw = _bilinear_indices(in_h, out_h)
-    c0, c1, cw = _bilinear_indices(in_w, out_w)
-    src = band.astype(np.float32)
-    rows = src[r0] * (1.0 - rw)[:, None] + src[r1] * rw[:, None]           # [H, w]
-    out = rows[:, c0] * (1.0 - cw)[None, :] + rows[:, c1] * cw[None, :]    # [H, W]
-    if np.issubdtype(band.dtype, np.integer):
-        info = np.iinfo(band.dtype)
-        out = np.clip(np.rint(out), info.min, info.max)
-    return out.astype(band.dtype)
 
 
 def read_band_stack(paths: Sequence[str | os.PathLike], *, out_hw: Sequence[int], dtype: np.dtype | str,

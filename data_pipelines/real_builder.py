@@ -46,6 +46,7 @@ from etils import epath
 from tensorflow_datasets.core.utils import py_utils
 
 from data_pipelines import writer as writer_lib
+from data_pipelines.features import check_storage
 
 Record = dict[str, Any]
 LoadFn = Callable[[Any], tuple[str, Record]]
@@ -77,13 +78,25 @@ class ManualDirBuilder(tfds.core.GeneratorBasedBuilder):
         # it only locates an optional checksums file next to the builder).
         return epath.Path(inspect.getfile(cls))
 
-    def __init__(self, *, num_workers: int | None = None, writer: str = "parallel", **kwargs):
+    def __init__(self, *, num_workers: int | None = None, writer: str = "parallel", s2_layout: str = "grid",
+                 codec: str = "none", **kwargs):
         """Args:
           num_workers: writer processes (None = all cores, <= 1 = in-process).
           writer: "parallel" (data_pipelines.writer) or "tfds" (TFDS's own
             single-process writer, kept to compare speeds).
+          s2_layout, codec: record storage (data_pipelines.features). Builders
+            that implement them (ssl4eo_s12) take them in their own __init__;
+            here only the defaults are accepted, others fail in one line.
           **kwargs: DatasetBuilder arguments (data_dir, config, version, ...).
         """
+        check_storage(s2_layout, codec)
+        if s2_layout != "grid":
+            raise ValueError(f"{self.name}: s2_layout={s2_layout!r} is not supported by this builder (it stores S2 "
+                             "on the 10 m grid only; the native layout is built by synthetic_seasons and ssl4eo_s12 "
+                             "v1 GeoTIFF releases)")
+        if codec != "none":
+            raise ValueError(f"{self.name}: codec={codec!r} is not supported by this builder (only codec='none'; "
+                             "blosc2 is built by synthetic_seasons and ssl4eo_s12)")
         if writer not in ("parallel", "tfds"):
             raise ValueError(f"writer must be 'parallel' or 'tfds', got {writer!r}")
         self.num_workers = num_workers

@@ -122,8 +122,14 @@ def _prepared_builder(name: str, data_dir: str | os.PathLike, builder_kwargs: di
     return builder
 
 
-def load_source(name: str, split: str, data_dir: str | os.PathLike, **builder_kwargs: Any):
+def load_source(name: str, split: str, data_dir: str | os.PathLike, *, lazy_decode: bool = False,
+                **builder_kwargs: Any):
     """Random-access record source of one split (what Grain reads).
+
+    Args:
+      lazy_decode: blosc2-stored S2 arrays come back undecoded
+        (`seamo_jax.data.encoded.EncodedArray`), for the device-views training
+        pipeline, which decodes them into the batch (`encoded.stack_samples`).
 
     Returns:
       a TFDS ArrayRecord data source: `len(source)`, `source[i]` -> record
@@ -136,7 +142,14 @@ def load_source(name: str, split: str, data_dir: str | os.PathLike, **builder_kw
         raise KeyError(f"dataset {name!r} has no split {split!r}; splits: {sorted(builder.info.splits)}")
     # Decode with the features stored beside the records (features.json), not the builder code's: records of
     # older builds keep their storage dtypes (float32 S1 before 2026-12-01; docs/contracts.md section 1).
-    return tfds.builder_from_directory(builder.data_dir).as_data_source(split=split)
+    stored = tfds.builder_from_directory(builder.data_dir)
+    decoders = None
+    if lazy_decode:
+        from data_pipelines import features as features_lib  # pylint: disable=g-import-not-at-top
+
+        keys = [key for key in stored.info.features.keys() if key == "s2" or key.startswith("s2_")]
+        decoders = features_lib.lazy_decoders(stored.info.features, keys) or None
+    return stored.as_data_source(split=split, decoders=decoders)
 
 
 def _sensor_names(info: tfds.core.DatasetInfo, modalities: dict[str, int]) -> dict[str, str]:
@@ -158,7 +171,9 @@ def builder_info(name: str, data_dir: str | os.PathLike, **builder_kwargs: Any) 
     Returns:
       dict: name, config, version, num_classes, class_names, multi_label,
       sensors (modality -> sensor name, e.g. {"s2": "s2_l1c", "s1": "s1_grd"}),
-      seasons, tile_size ((H, W) or None), splits (split -> num examples; {}
+      seasons, tile_size ((H, W) or None), s2_layout ("grid" / "native": `s2` or
+      s2_10m / s2_20m / s2_60m, seamo_jax.data.band_groups), codec ("none" /
+      "blosc2"), splits (split -> num examples; {}
       before prepare), prepared (bool), data_path.
     """
     from data_pipelines.features import describe_features  # local: keeps registry import light
@@ -177,6 +192,8 @@ def builder_info(name: str, data_dir: str | os.PathLike, **builder_kwargs: Any) 
         "sensors": _sensor_names(info, described["modalities"]),
         "seasons": described["seasons"],
         "tile_size": described["tile_size"],
+        "s2_layout": described["s2_layout"],
+        "codec": described["codec"],
         "splits": {split: split_info.num_examples for split, split_info in info.splits.items()} if prepared else {},
         "prepared": prepared,
         "data_path": os.fspath(builder.data_path),

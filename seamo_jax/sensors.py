@@ -289,7 +289,8 @@ def validate_array(
     count, dtype, season count, spatial shape, or non-finite values.
     """
     where = f"record {record_id!r}, field {field!r} (sensor {spec.name})"
-    values = np.asarray(values)
+    if not (hasattr(values, "shape") and hasattr(values, "dtype")):  # an undecoded frame keeps its shape / dtype
+        values = np.asarray(values)
     if values.ndim != 4:
         raise BadRecordError(f"{where}: expected [seasons, H, W, bands], got shape {values.shape}")
     if values.shape[-1] != spec.num_bands:

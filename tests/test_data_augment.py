@@ -61,6 +61,7 @@ def _coded_record(num_seasons=4, tile=48):
 
 def test_one_geometric_transform_for_all_seasons_and_modalities_before_cropping():
     config = get_config("fast")
+    config.data.views = "host"  # checks the views the input pipeline makes
     spec = sample.sample_spec_from_config(config)
     record, code = _coded_record()
     transform = sample.TrainSampleTransform(spec)

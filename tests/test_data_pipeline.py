@@ -12,6 +12,7 @@ from seamo_jax.data import pipeline, testing
 
 def _config(batch_size=8):
     config = get_config("fast")
+    config.data.views = "host"  # checks the views the input pipeline makes
     config.data.batch_size = batch_size
     config.data.overlap_range = (0.6, 1.0)  # two 32-px windows of the 40-px test tiles overlap >= 0.5625
     return config

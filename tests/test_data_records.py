@@ -41,6 +41,7 @@ def _source_with_bad(num=32, bad=(3, 17)):
 
 def test_bad_record_raises_naming_index():
     config = get_config("fast")
+    config.data.views = "host"  # checks the views the input pipeline makes
     it = pipeline.make_train_iterator(config, _source_with_bad(), shard_index=0, shard_count=1, seed=0)
     with pytest.raises(BadRecordError, match=r"record '(3|17) location loc(3|17)'"):
         for _ in range(4):
@@ -49,6 +50,7 @@ def test_bad_record_raises_naming_index():
 
 def test_skip_bad_records_counts_and_checkpoints_the_count():
     config = get_config("fast")
+    config.data.views = "host"  # checks the views the input pipeline makes
     config.data.skip_bad_records = True
     it = pipeline.make_train_iterator(config, _source_with_bad(), shard_index=0, shard_count=1, seed=0)
     batches = [next(it) for _ in range(4)]  # 64 good samples = 2 epochs of 30 good + 4
@@ -61,6 +63,7 @@ def test_skip_bad_records_counts_and_checkpoints_the_count():
 
 def test_eval_arrays_skip_or_raise():
     config = get_config("fast")
+    config.data.views = "host"  # checks the views the input pipeline makes
     with pytest.raises(BadRecordError, match="record '3"):
         pipeline.make_eval_arrays(config, _source_with_bad())
     config.data.skip_bad_records = True

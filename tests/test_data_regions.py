@@ -12,6 +12,7 @@ from seamo_jax.data import crops, pipeline, records, testing
 
 def _config(batch_size=8, **data):
     config = get_config("fast")
+    config.data.views = "host"  # checks the views the input pipeline makes
     config.data.batch_size = batch_size
     for key, value in data.items():
         setattr(config.data, key, value)
@@ -127,6 +128,7 @@ def test_ssl4eo_configs_build_batches_on_264px_tiles():
     recs = testing.make_records(4, seed=0, num_seasons=4, tile_size=264)
     for arg, seasons in (("phase1", 1), ("phase2", 4)):
         config = load_config_file(f"{REPO / 'experiments' / 'seamo_vitb_ssl4eo.py'}:{arg}")
+        config.data.views = "host"  # checks the views the input pipeline makes
         assert config.data.fraction == (0.25 if arg == "phase1" else 1.0)
         config.data.batch_size, config.data.worker_count = 2, 0
         batch = _batches(config, recs, 1)[0]

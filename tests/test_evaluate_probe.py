@@ -143,6 +143,7 @@ def test_checkpoint_of_another_architecture_is_a_clear_error(tmp_path):
         encoders.load_encoder_source(config, str(tmp_path / "run"))
 
 
+@pytest.mark.slow  # ~45 s; each protocol's own tests (test_probe_protocols.py) stay in the default suite
 def test_every_protocol_runs_in_the_probe_on_shared_cached_features(tmp_path):
     """seamo + the three published protocols in one run: rows name protocol, metric variant, input size and
     normalisation; features at one input size are extracted once and shared; flips give copernicus_bench its

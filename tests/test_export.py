@@ -44,7 +44,7 @@ def _specs(config):
     return {m: sensors.get_sensor(config.data.sensors[m]) for m in config.data.modalities}
 
 
-@pytest.mark.parametrize("scan", [True, False])
+@pytest.mark.parametrize("scan", [True, pytest.param(False, marks=pytest.mark.slow)])  # unrolled: ~30 s more
 def test_export_files_names_and_shapes(tmp_path, scan):
     config = _config(scan=scan)
     _, variables = _model_and_params(config)

@@ -219,6 +219,7 @@ def _loss_and_grads(model, batch, variables):
 
 
 @needs_kernels
+@pytest.mark.slow  # the CPU kernels are an optional backend; per-kernel parity tests stay default
 def test_seamo_loss_and_grads_same_with_and_without_kernels():
     """The whole tiny SeaMo (encoder, TM fusion cross-attention, decoders) through the kernels = through XLA."""
     model, batch, variables = _tiny_seamo(Backend(cpu_kernels=True))
@@ -241,6 +242,7 @@ def test_seamo_loss_and_grads_same_with_and_without_kernels():
         np.testing.assert_allclose(np.asarray(got) / scale, np.asarray(want) / scale, atol=1e-4)
 
 
+@pytest.mark.slow  # optional CPU backend
 def test_partitioned_step_does_not_call_kernels():
     """The backend resolved for a multi-device mesh lowers to XLA ops only (sharded, no gathered FFI operands)."""
     config = get_config()

@@ -29,7 +29,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, average_precision_score, f1_score
 from sklearn.neighbors import KNeighborsClassifier, NearestNeighbors
 
-from seamo_jax.evaluate.protocols import PROTOCOLS, common, copernicus_bench, galileo, run_protocol, torchgeo_bench
+from seamo_jax.evaluate.protocols import PROTOCOLS, bn_linear, common, copernicus_bench, galileo, run_protocol, torchgeo_bench
 
 TOLERANCE = 0.005  # 0.5 accuracy points
 NUM_CLASSES, DIM, NUM_LABELS = 10, 64, 6
@@ -245,15 +245,15 @@ def test_metrics_match_sklearn():
 
 
 def test_batch_plan_is_seeded_shuffled_and_drops_or_pads():
-    plan = common.batch_plan(7, num_epochs=3, num_samples=150, batch_size=64, drop_last=True, num_views=4)
+    plan = bn_linear.batch_plan(7, num_epochs=3, num_samples=150, batch_size=64, drop_last=True, num_views=4)
     assert plan.indices.shape == (3, 2, 64) and plan.mask.min() == 1.0
     for epoch in range(3):
         assert len(np.unique(plan.indices[epoch])) == 128            # no repeats within an epoch
     assert not np.array_equal(plan.indices[0], plan.indices[1])       # reshuffled every epoch
     assert set(np.unique(plan.views)) == {0, 1, 2, 3}
-    again = common.batch_plan(7, num_epochs=3, num_samples=150, batch_size=64, drop_last=True, num_views=4)
+    again = bn_linear.batch_plan(7, num_epochs=3, num_samples=150, batch_size=64, drop_last=True, num_views=4)
     assert np.array_equal(plan.indices, again.indices) and np.array_equal(plan.views, again.views)
-    keep = common.batch_plan(7, num_epochs=2, num_samples=150, batch_size=64, drop_last=False)
+    keep = bn_linear.batch_plan(7, num_epochs=2, num_samples=150, batch_size=64, drop_last=False)
     assert keep.indices.shape == (2, 3, 64) and keep.mask.sum(axis=(1, 2)).tolist() == [150, 150]
     assert sorted(keep.indices[1][keep.mask[1] > 0].tolist()) == list(range(150))
     assert keep.views.max() == 0
@@ -366,8 +366,8 @@ def test_galileo_agrees_with_references(task, single, multi):
             assert abs(methods[f"knn_k{k}"][split] - ref) <= TOLERANCE, (k, split)
     # Linear probe: every lr of the sweep re-trained by the numpy reference on the same batches / init.
     linear = methods["linear_probe"]
-    plan = common.batch_plan(3, num_epochs=50, num_samples=len(data["train_x"]), batch_size=128, drop_last=False)
-    init = common.torch_linear_init(4, DIM, num_classes)
+    plan = bn_linear.batch_plan(3, num_epochs=50, num_samples=len(data["train_x"]), batch_size=128, drop_last=False)
+    init = bn_linear.torch_linear_init(4, DIM, num_classes)
     targets = data["train_y"] if multi_label else np.eye(NUM_CLASSES)[data["train_y"]]
     diffs, ref_scores = [], []
     for entry in linear["sweep"]:
@@ -397,10 +397,10 @@ def test_galileo_agrees_with_references(task, single, multi):
 
 def test_galileo_head_weights_match_reference(multi):
     """AdamW + warmup-cosine + affine BatchNorm at a small and a large lr, on the weights themselves."""
-    plan = common.batch_plan(8, num_epochs=50, num_samples=500, batch_size=128, drop_last=False)
-    init = common.torch_linear_init(9, DIM, NUM_LABELS)
-    config = common.BNLinearConfig(loss="multilabel_soft_margin", bn_affine=True, bn_eps=1e-5)
-    state = common.train_bn_linear(multi["train_x"][None], multi["train_y"], plan, init, {"lr": [0.01, 0.8]},
+    plan = bn_linear.batch_plan(8, num_epochs=50, num_samples=500, batch_size=128, drop_last=False)
+    init = bn_linear.torch_linear_init(9, DIM, NUM_LABELS)
+    config = bn_linear.BNLinearConfig(loss="multilabel_soft_margin", bn_affine=True, bn_eps=1e-5)
+    state = bn_linear.train_bn_linear(multi["train_x"][None], multi["train_y"], plan, init, {"lr": [0.01, 0.8]},
                                    galileo.make_adamw, config)
     for i, lr in enumerate((0.01, 0.8)):
         ref = _reference_bn_linear(multi["train_x"][None], multi["train_y"], plan, init, optimiser="adamw", lr=lr,
@@ -423,11 +423,11 @@ def test_galileo_head_weights_match_reference(multi):
 def test_copernicus_bench_head_weights_match_reference(single):
     """The trained head itself (not only its accuracy) matches torch semantics, with augmented views."""
     views = np.stack([single["train_x"], single["train_x"][:, ::-1], -single["train_x"], 0.5 * single["train_x"]])
-    plan = common.batch_plan(5, num_epochs=4, num_samples=500, batch_size=64, drop_last=True, num_views=4)
-    init = common.torch_linear_init(6, DIM, NUM_CLASSES, weight_std=0.01)
+    plan = bn_linear.batch_plan(5, num_epochs=4, num_samples=500, batch_size=64, drop_last=True, num_views=4)
+    init = bn_linear.torch_linear_init(6, DIM, NUM_CLASSES, weight_std=0.01)
     targets = np.eye(NUM_CLASSES, dtype=np.float32)[single["train_y"]]
-    config = common.BNLinearConfig(loss="cross_entropy", bn_affine=False, bn_eps=1e-6)
-    state = common.train_bn_linear(views, targets, plan, init, {"lr": [0.1], "weight_decay": [1e-4]},
+    config = bn_linear.BNLinearConfig(loss="cross_entropy", bn_affine=False, bn_eps=1e-6)
+    state = bn_linear.train_bn_linear(views, targets, plan, init, {"lr": [0.1], "weight_decay": [1e-4]},
                                    copernicus_bench.make_sgd, config)
     ref = _reference_bn_linear(views, targets, plan, init, optimiser="sgd", lr=0.1, loss="cross_entropy",
                                affine=False, eps=1e-6, weight_decay=1e-4)
@@ -461,8 +461,8 @@ def test_copernicus_bench_agrees_with_reference(task, single, multi):
     linear = result["methods"]["linear_probe"]
     assert result["num_views"] == 4 and linear["hyperparameters"]["lr"] == (1.0 if multi_label else 0.1)
     assert result["metric_variant"] == ("micro_map" if multi_label else "top1_oa")
-    plan = common.batch_plan(2, num_epochs=50, num_samples=len(x), batch_size=64, drop_last=True, num_views=4)
-    init = common.torch_linear_init(3, DIM, num_classes, weight_std=0.01)
+    plan = bn_linear.batch_plan(2, num_epochs=50, num_samples=len(x), batch_size=64, drop_last=True, num_views=4)
+    init = bn_linear.torch_linear_init(3, DIM, num_classes, weight_std=0.01)
     targets = data["train_y"] if multi_label else np.eye(NUM_CLASSES)[data["train_y"]]
     heads = _reference_bn_linear(views, targets, plan, init, optimiser="sgd", lr=1.0 if multi_label else 0.1,
                                  loss="multilabel_soft_margin" if multi_label else "cross_entropy",

@@ -94,6 +94,7 @@ def _write(directory, records, s1_storage):
 
 def _config(reading: str):
     config = get_config()
+    config.data.views = "host"  # checks the views the input pipeline makes
     config.data.seasons = 4
     config.data.crop_size = 16
     config.data.batch_size = 4

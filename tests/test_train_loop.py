@@ -102,6 +102,7 @@ def test_state_and_batch_shardings_follow_rules():
         assert leaf.shape[0] == config.data.batch_size
 
 
+@pytest.mark.slow  # ~40 s; bitwise resume with one layout stays in the default suite
 def test_resume_across_scan_layers_setting(tmp_path):
     """A run saved with unrolled blocks resumes with scanned ones (and the state is exactly the saved one)."""
     from seamo_jax.models import layer_layout

@@ -15,6 +15,12 @@ Configs (`ssl4eo_s12/<name>`):
 
 Builder arguments (`--builder-arg key=value`, or `builder_kwargs` in a training
 config) override a config's fields: `num_seasons`, `tile_size`, `resample`,
+`s2_layout` ("grid" | "native": S2 bands at the resolution the GeoTIFFs store,
+s2_10m / s2_20m / s2_60m, v1 releases only: v1.1 stores every band at 10 m and
+going back to 20 / 60 m would lose information), `codec` ("none" | "blosc2":
+S2 and S1 as lossless blosc2 frames; S1 then stored as the S1 spec's uint16
+codes, dB = code * 0.002 - 80, instead of float32: 5.2 MB -> 2.9 MB per
+4-season location with native + blosc2),
 e.g. `num_seasons=2` keeps locations with 2 timestamps (and 2 of 4 elsewhere,
 `layout.select_timestamps`); the overridden config gets its own name
 (`l1c_seasons2`), so it never shares a directory with the default one.
@@ -47,13 +53,14 @@ import re
 import numpy as np
 import tensorflow_datasets as tfds
 
-from data_pipelines.features import record_features
+from data_pipelines.features import check_storage, record_features
 from data_pipelines.real_builder import ManualDirBuilder
 from data_pipelines.ssl4eo_s12 import layout, zarr_layout
-from seamo_jax.sensors import BadRecordError, get_sensor
+from seamo_jax.data import band_groups
+from seamo_jax.sensors import S1_STORAGE_DTYPE, BadRecordError, get_sensor
 
 RELEASES = ("v1", "v1_uint8", "v1_1")
-OVERRIDABLE = ("num_seasons", "tile_size", "resample")
+OVERRIDABLE = ("num_seasons", "tile_size", "resample", "s2_layout", "codec")
 _HOMEPAGES = {"v1": "https://github.com/zhu-xlab/SSL4EO-S12", "v1_uint8": "https://github.com/zhu-xlab/SSL4EO-S12",
               "v1_1": "https://github.com/DLR-MF-DAS/SSL4EO-S12-v1.1"}
 
@@ -69,10 +76,23 @@ class Ssl4eoS12Config(tfds.core.BuilderConfig):
     resample: str = "bilinear"
     release: str = "v1"           # v1 (GeoTIFF) | v1_uint8 (8-bit compressed GeoTIFF) | v1_1 (zarr.zip)
     s1_sensor: str = "s1_grd"
+    s2_layout: str = "grid"       # grid | native (v1 releases)
+    codec: str = "none"           # none | blosc2
 
     def load_config(self) -> layout.LoadConfig:
         return layout.LoadConfig(s2_sensor=self.s2_sensor, with_s1=self.with_s1, tile_size=self.tile_size,
-                                 num_seasons=self.num_seasons, resample=self.resample, s1_sensor=self.s1_sensor)
+                                 num_seasons=self.num_seasons, resample=self.resample, s1_sensor=self.s1_sensor,
+                                 s2_layout=self.s2_layout)
+
+    def check_storage(self) -> None:
+        """ValueError (one line) for a layout / codec this release cannot be stored in."""
+        check_storage(self.s2_layout, self.codec)
+        if self.s2_layout == "native" and self.release == "v1_1":
+            raise ValueError(f"ssl4eo_s12/{self.name}: s2_layout='native' is not supported for the v1.1 zarr release "
+                             "(it stores every band at 10 m; downsampling to 20 / 60 m would be lossy); use "
+                             "s2_layout='grid'")
+        if self.s2_layout == "native":
+            band_groups.check_divisible(self.tile_size, self.tile_size, get_sensor(self.s2_sensor), "s2")
 
 
 def _configs() -> list[Ssl4eoS12Config]:
@@ -107,19 +127,24 @@ class Ssl4eoS12(ManualDirBuilder):
     SAMPLE_NOUN = "locations"
 
     def __init__(self, *, num_seasons: int | None = None, tile_size: int | None = None, resample: str | None = None,
+                 s2_layout: str | None = None, codec: str | None = None,
                  config: str | Ssl4eoS12Config | None = None, **kwargs):
         """Args:
-          num_seasons, tile_size, resample: override the config's fields (the
-            result is a config named e.g. `l1c_seasons2`).
+          num_seasons, tile_size, resample, s2_layout, codec: override the
+            config's fields (the result is a config named e.g.
+            `l1c_seasons2`, `l1c_seasons2_native_blosc2`).
           config: a config or the name of one (default `l1c`).
           **kwargs: ManualDirBuilder / DatasetBuilder arguments.
         """
-        overrides = {k: v for k, v in dict(num_seasons=num_seasons, tile_size=tile_size, resample=resample).items()
-                     if v is not None}
+        overrides = {k: v for k, v in dict(num_seasons=num_seasons, tile_size=tile_size, resample=resample,
+                                           s2_layout=s2_layout, codec=codec).items() if v is not None}
+        resolved = config if isinstance(config, Ssl4eoS12Config) else None
         if overrides:
-            config = _derived_config(self._base_config(config), overrides)
+            config = resolved = _derived_config(self._base_config(config), overrides)
             if any(config is known for known in self.BUILDER_CONFIGS):
                 config = config.name  # TFDS refuses a custom config named like a registered one
+        if resolved is not None:  # registered configs are grid / none
+            resolved.check_storage()
         super().__init__(config=config, **kwargs)
 
     @classmethod
@@ -144,11 +169,16 @@ class Ssl4eoS12(ManualDirBuilder):
 
     def _features(self) -> tfds.features.FeaturesDict:
         cfg = self.builder_config
+        s1_spec = get_sensor(cfg.s1_sensor)
+        # blosc2 builds store S1 as the spec's uint16 codes (float32 dB noise compresses to ~76%, codes to ~43%);
+        # the 8-bit release has no other encoding than its uint8.
+        s1_storage = S1_STORAGE_DTYPE if S1_STORAGE_DTYPE in s1_spec.storage_dtypes else s1_spec.dtype
         base = record_features(num_seasons=cfg.num_seasons, tile_size=cfg.tile_size,
-                               s2_sensor=get_sensor(cfg.s2_sensor), with_s1=cfg.with_s1)
+                               s2_sensor=get_sensor(cfg.s2_sensor), with_s1=cfg.with_s1, s1_sensor=s1_spec,
+                               s1_storage=s1_storage, s2_layout=cfg.s2_layout, codec=cfg.codec)
         features = {key: base[key] for key in base.keys()}
         seasons, size = cfg.num_seasons, cfg.tile_size
-        if cfg.with_s1:
+        if cfg.with_s1 and cfg.codec == "none":  # as before the codec option: float32 dB (uint8: 8-bit release)
             s1 = get_sensor(cfg.s1_sensor)
             features["s1"] = tfds.features.Tensor(shape=(seasons, size, size, s1.num_bands), dtype=np.dtype(s1.dtype),
                                                   encoding=tfds.features.Encoding.BYTES,
@@ -179,7 +209,8 @@ class Ssl4eoS12(ManualDirBuilder):
                 " Blumenstiel et al., SSL4EOS12 v1.1, arXiv:2503.00168, 2025." if cfg.release == "v1_1" else ""),
             metadata=tfds.core.MetadataDict(
                 sensors={m: s.name for m, s in self.sensors.items()}, resample=cfg.resample, release=cfg.release,
-                num_seasons=cfg.num_seasons, s1_units=get_sensor(cfg.s1_sensor).units),
+                num_seasons=cfg.num_seasons, s1_units=get_sensor(cfg.s1_sensor).units,
+                s2_layout=cfg.s2_layout, codec=cfg.codec),
         )
 
     def split_refs(self, manual_dir: str) -> dict[str, list]:
@@ -220,6 +251,7 @@ def _derived_config(base: Ssl4eoS12Config, overrides: dict) -> Ssl4eoS12Config:
     """`base` with `overrides` applied, named after them (`l1c_seasons2_t24_nearest`)."""
     if "resample" in overrides and overrides["resample"] not in ("bilinear", "nearest"):
         raise ValueError(f"resample must be 'bilinear' or 'nearest', got {overrides['resample']!r}")
+    check_storage(overrides.get("s2_layout", base.s2_layout), overrides.get("codec", base.codec))
     for key in ("num_seasons", "tile_size"):
         if key in overrides and (not isinstance(overrides[key], int) or overrides[key] < 1):
             raise ValueError(f"{key} must be a positive integer, got {overrides[key]!r}")
@@ -228,6 +260,7 @@ def _derived_config(base: Ssl4eoS12Config, overrides: dict) -> Ssl4eoS12Config:
         return base
     suffix = "".join({"num_seasons": f"_seasons{changed.get('num_seasons')}",
                       "tile_size": f"_t{changed.get('tile_size')}",
-                      "resample": f"_{changed.get('resample')}"}[k] for k in OVERRIDABLE if k in changed)
+                      "resample": f"_{changed.get('resample')}", "s2_layout": f"_{changed.get('s2_layout')}",
+                      "codec": f"_{changed.get('codec')}"}[k] for k in OVERRIDABLE if k in changed)
     return dataclasses.replace(base, name=base.name + suffix, **changed,
                                description=f"{base.description}; " + ", ".join(f"{k}={v}" for k, v in changed.items()))

@@ -19,6 +19,13 @@ every file, src/benchmark/pretrain_ssl/datasets/SSL4EO/ssl4eo_dataset.py);
 stored size is not its native size is noted (`notes`), not refused. A season
 folder holding one multi-band `all_bands.tif` instead is read too.
 
+`s2_layout="native"` (native_layout.py) keeps the bands as stored instead: one array per
+resolution group (`seamo_jax.data.band_groups`, s2_10m / s2_20m / s2_60m),
+no interpolation; a band stored off its native size (tile / factor) is
+resampled to its native size (not to 10 m) and noted. Skips and
+`nodata_pixels` are those of the grid layout (counted on `to_grid` of the
+groups, bitwise the grid build's array).
+
 The 8-bit compressed release (same layout, JPEG-compressed uint8 GeoTIFFs,
 values 255 * (x - (m - 2s)) / (4s) clipped; zhu-xlab/SSL4EO-S12 README) is
 read by the `*_uint8` sensor specs (`seamo_jax.sensors.S2_L1C_UINT8`, ...):
@@ -57,6 +64,7 @@ import numpy as np
 
 from data_pipelines import geotiff
 from data_pipelines.writer import ANNOTATIONS_KEY
+from seamo_jax.data import band_groups
 from seamo_jax.sensors import S2_L1C, S2_L2A, BadRecordError, SensorSpec, get_sensor, validate_array
 
 S2_DIRS = {"L1C": "s2c", "L2A": "s2a"}
@@ -97,6 +105,7 @@ class LoadConfig:
     num_seasons: int = 4
     resample: str = "bilinear"    # for bands not stored at tile_size: bilinear | nearest
     s1_sensor: str = "s1_grd"     # s1_grd (float dB) | s1_grd_uint8 | s1_grd_v11
+    s2_layout: str = "grid"       # grid (10 m) | native (bands as stored, band_groups.native_groups)
 
     @property
     def is_uint8(self) -> bool:
@@ -250,6 +259,20 @@ def read_s2_season(folder: str, spec: SensorSpec, config: LoadConfig,
             values = geotiff.resample_stack([values[..., c] for c in range(values.shape[-1])], (size, size),
                                             config.resample)
         return values
+    read_s2_season_check_files(folder, spec)
+    bands = []
+    for band, gsd in zip(spec.bands, spec.gsd_m):
+        values = _read_s2_file(os.path.join(folder, f"{band}.tif"), spec)
+        native = _native_size(size, gsd)
+        if values.shape != (native, native) and notes is not None:
+            notes.append(f"{os.path.basename(folder)}/{band}.tif {values.shape[0]}x{values.shape[1]} "
+                         f"(native {native}x{native}) resampled to {size}")
+        bands.append(values)
+    return geotiff.resample_stack(bands, (size, size), config.resample)
+
+
+def read_s2_season_check_files(folder: str, spec: SensorSpec) -> None:
+    """LocationSkipped unless the folder holds exactly `spec`'s band files (level mix-up named)."""
     present = {os.path.splitext(f)[0] for f in os.listdir(folder) if f.endswith(".tif") and f.startswith("B")}
     if present != set(spec.bands):
         mixup = _level_mixup_message(folder, present, spec)
@@ -260,15 +283,6 @@ def read_s2_season(folder: str, spec: SensorSpec, config: LoadConfig,
         raise LocationSkipped(f"{folder}, field 's2' ({spec.name}): {len(present)} band files, expected "
                               f"{spec.num_bands}; missing {[b + '.tif' for b in missing]}, unexpected {extra}",
                               kind="missing_bands")
-    bands = []
-    for band, gsd in zip(spec.bands, spec.gsd_m):
-        values = _read_s2_file(os.path.join(folder, f"{band}.tif"), spec)
-        native = _native_size(size, gsd)
-        if values.shape != (native, native) and notes is not None:
-            notes.append(f"{os.path.basename(folder)}/{band}.tif {values.shape[0]}x{values.shape[1]} "
-                         f"(native {native}x{native}) resampled to {size}")
-        bands.append(values)
-    return geotiff.resample_stack(bands, (size, size), config.resample)
 
 
 def _check_s2_values(s2: np.ndarray, spec: SensorSpec, where: str) -> None:
@@ -357,12 +371,20 @@ def load_location(ref: LocationRef, config: LoadConfig) -> tuple[str, dict]:
     spec = get_sensor(config.s2_sensor)
     notes: list[str] = []
     s2_seasons = season_folders(ref.s2_dir, config.num_seasons, notes=notes)
-    s2 = np.stack([read_s2_season(folder, spec, config, notes) for _, folder in s2_seasons])
-    _check_s2_values(s2, spec, ref.s2_dir)
     shape = (config.tile_size, config.tile_size)
+    if config.s2_layout == "native":
+        from data_pipelines.ssl4eo_s12 import native_layout  # pylint: disable=g-import-not-at-top (imports this)
+
+        images = native_layout.read_s2_native(ref.s2_dir, [folder for _, folder in s2_seasons], spec, config, notes)
+        # Skip rules and nodata counts on the grid the grid layout stores: same outcomes in both layouts.
+        s2 = band_groups.to_grid(images, "s2", spec, method=config.resample)
+    else:
+        s2 = np.stack([read_s2_season(folder, spec, config, notes) for _, folder in s2_seasons])
+        images = {"s2": s2}
+    _check_s2_values(s2, spec, ref.s2_dir)
     validate_array(s2, spec, record_id=ref.s2_dir, field="s2", num_seasons=config.num_seasons, spatial_shape=shape)
     record = {
-        "s2": s2,
+        **images,
         "timestamps": np.asarray([t for t, _ in s2_seasons], np.int64),
         "location_id": ref.location_id,
         "latlon": _tile_latlon(s2_seasons[0][1]),

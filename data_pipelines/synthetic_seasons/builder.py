@@ -26,6 +26,13 @@ Two label sets (`labels=`), with the same record schema:
     water (`land_cover.py`, `land_cover_spectra.py`); telling them apart needs
     the seasons, SAR, or both. Config names end in "_land_cover"
     ("tile48_train1536_test512_seed0_land_cover"), so the two sets never share a directory.
+
+Storage (`data_pipelines.features`): `s2_layout="native"` generates the tile
+on the 10 m grid as before, then stores the 20 m / 60 m bands as block means
+(area average over 2x2 / 6x6 blocks, rounded: what a coarser detector sees)
+in s2_10m / s2_20m / s2_60m (tile_size divisible by 6); `codec="blosc2"`
+stores every image array as a blosc2 frame. Either one adds a suffix to the
+config name ("..._native", "..._blosc2"); the defaults write today's records.
 """
 
 from __future__ import annotations
@@ -39,15 +46,17 @@ import tensorflow_datasets as tfds
 from etils import epath
 
 from data_pipelines import writer as writer_lib
-from data_pipelines.features import record_features
+from data_pipelines.features import check_storage, record_features
 from data_pipelines.synthetic_seasons import generator, land_cover
+from seamo_jax.data import band_groups
+from seamo_jax.sensors import S2_L1C
 
 # labels -> (class names, tile function (seed, split, index, tile_size) -> record dict).
 LABEL_SETS: dict[str, tuple[tuple[str, ...], Any]] = {
     "scene": (generator.SCENE_CLASSES, generator.generate_tile),
     "land_cover": (land_cover.LAND_COVER_CLASSES, land_cover.generate_land_cover_tile),
 }
-_CONFIG_NAME = re.compile(r"^tile(\d+)_train(\d+)_test(\d+)_seed(\d+)(?:_(land_cover))?$")
+_CONFIG_NAME = re.compile(r"^tile(\d+)_train(\d+)_test(\d+)_seed(\d+)(?:_(land_cover))?(?:_(native))?(?:_(blosc2))?$")
 
 
 @dataclasses.dataclass(eq=False)
@@ -59,29 +68,39 @@ class SyntheticSeasonsConfig(tfds.core.BuilderConfig):
     num_test: int = 512
     seed: int = 0
     labels: str = "scene"
+    s2_layout: str = "grid"
+    codec: str = "none"
 
     @classmethod
     def from_params(cls, tile_size: int = 48, num_train: int = 1536, num_test: int = 512, seed: int = 0,
-                    labels: str = "scene") -> "SyntheticSeasonsConfig":
+                    labels: str = "scene", s2_layout: str = "grid", codec: str = "none") -> "SyntheticSeasonsConfig":
         if tile_size < 8 or num_train < 1 or num_test < 1 or seed < 0:
             raise ValueError(f"bad synthetic_seasons parameters: tile_size={tile_size}, num_train={num_train}, "
                              f"num_test={num_test}, seed={seed}")
         if labels not in LABEL_SETS:
             raise ValueError(f"synthetic_seasons labels must be one of {sorted(LABEL_SETS)}, got {labels!r}")
-        suffix = "" if labels == "scene" else f"_{labels}"  # "scene" keeps the names of existing datasets
+        check_storage(s2_layout, codec)
+        if s2_layout == "native":
+            band_groups.check_divisible(tile_size, tile_size, S2_L1C, "s2")
+        # Defaults add nothing, so the names (directories) of existing datasets stay.
+        suffix = ("" if labels == "scene" else f"_{labels}") + ("" if s2_layout == "grid" else f"_{s2_layout}") \
+            + ("" if codec == "none" else f"_{codec}")
         return cls(name=f"tile{tile_size}_train{num_train}_test{num_test}_seed{seed}{suffix}",
                    description=f"{tile_size}px tiles, {num_train} train / {num_test} test, seed {seed}, "
-                               f"{labels} labels",
-                   tile_size=tile_size, num_train=num_train, num_test=num_test, seed=seed, labels=labels)
+                               f"{labels} labels" + (f", s2_layout {s2_layout}" if s2_layout != "grid" else "")
+                               + (f", codec {codec}" if codec != "none" else ""),
+                   tile_size=tile_size, num_train=num_train, num_test=num_test, seed=seed, labels=labels,
+                   s2_layout=s2_layout, codec=codec)
 
     @classmethod
     def from_name(cls, name: str) -> "SyntheticSeasonsConfig":
         match = _CONFIG_NAME.match(name)
         if match is None:
             raise ValueError(f"synthetic_seasons config name {name!r} is not of the form "
-                             "tile<T>_train<N>_test<M>_seed<S>[_land_cover]")
+                             "tile<T>_train<N>_test<M>_seed<S>[_land_cover][_native][_blosc2]")
         tile_size, num_train, num_test, seed = (int(group) for group in match.groups()[:4])
-        return cls.from_params(tile_size, num_train, num_test, seed, labels=match.group(5) or "scene")
+        return cls.from_params(tile_size, num_train, num_test, seed, labels=match.group(5) or "scene",
+                               s2_layout=match.group(6) or "grid", codec=match.group(7) or "none")
 
 
 class SyntheticSeasons(tfds.core.GeneratorBasedBuilder):
@@ -95,18 +114,22 @@ class SyntheticSeasons(tfds.core.GeneratorBasedBuilder):
     code_path = epath.Path(__file__)
 
     def __init__(self, *, tile_size: int | None = None, num_train: int | None = None, num_test: int | None = None,
-                 seed: int | None = None, labels: str | None = None, num_workers: int | None = None,
+                 seed: int | None = None, labels: str | None = None, s2_layout: str | None = None,
+                 codec: str | None = None, num_workers: int | None = None,
                  writer: str = "parallel", config: str | SyntheticSeasonsConfig | None = None, **kwargs: Any):
         """Args:
           tile_size, num_train, num_test, seed: generator parameters (defaults:
             48, 1536, 512, 0); or give `config` (a config or its name) instead.
           labels: "scene" (default) or "land_cover" (see the module docstring).
+          s2_layout: "grid" (default) or "native"; codec: "none" (default) or
+            "blosc2" (see the module docstring).
           num_workers: writer processes (None = all cores).
           writer: "parallel" (data_pipelines.writer) or "tfds" (TFDS's writer).
           **kwargs: DatasetBuilder arguments (data_dir, version, file_format).
         """
         params = {key: value for key, value in dict(tile_size=tile_size, num_train=num_train, num_test=num_test,
-                                                     seed=seed, labels=labels).items() if value is not None}
+                                                     seed=seed, labels=labels, s2_layout=s2_layout,
+                                                     codec=codec).items() if value is not None}
         if isinstance(config, str):
             config = SyntheticSeasonsConfig.from_name(config)
         if config is not None and params:
@@ -129,12 +152,14 @@ class SyntheticSeasons(tfds.core.GeneratorBasedBuilder):
         return self.dataset_info_from_configs(
             description=__doc__.split("\n")[0],
             features=record_features(num_seasons=generator.NUM_SEASONS, tile_size=config.tile_size,
-                                     class_names=LABEL_SETS[config.labels][0], with_s1=True),
+                                     class_names=LABEL_SETS[config.labels][0], with_s1=True,
+                                     s2_layout=config.s2_layout, codec=config.codec),
             disable_shuffling=True,  # index order on every path (local, TFDS, Beam): readers shuffle
             metadata=tfds.core.MetadataDict(
                 sensors={"s2": "s2_l1c", "s1": "s1_grd"},
                 generator=dict(tile_size=config.tile_size, num_train=config.num_train,
-                               num_test=config.num_test, seed=config.seed, labels=config.labels)),
+                               num_test=config.num_test, seed=config.seed, labels=config.labels),
+                s2_layout=config.s2_layout, codec=config.codec),
         )
 
     def _split_sizes(self) -> dict[str, int]:
@@ -144,7 +169,8 @@ class SyntheticSeasons(tfds.core.GeneratorBasedBuilder):
     def _make_example_fn(self, split: str) -> functools.partial:
         config: SyntheticSeasonsConfig = self.builder_config
         # A partial of a module-level function pickles to worker processes.
-        return functools.partial(_example, config.seed, split, config.tile_size, config.labels)
+        return functools.partial(_example, config.seed, split, config.tile_size, config.labels,
+                                 s2_layout=config.s2_layout)
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict[str, Any]:
         if self._beam:  # TFDS's Beam path: one PTransform per split
@@ -186,5 +212,8 @@ class SyntheticSeasons(tfds.core.GeneratorBasedBuilder):
         return writer_lib.ShardFileWriter(compression="uncompressed")
 
 
-def _example(seed: int, split: str, tile_size: int, labels: str, index: int) -> dict:
-    return LABEL_SETS[labels][1](seed, split, index, tile_size)
+def _example(seed: int, split: str, tile_size: int, labels: str, index: int, *, s2_layout: str = "grid") -> dict:
+    record = LABEL_SETS[labels][1](seed, split, index, tile_size)
+    if s2_layout == "native":  # generated on the 10 m grid, coarse bands stored as block means
+        record.update(band_groups.block_means(record.pop("s2"), S2_L1C, "s2"))
+    return record

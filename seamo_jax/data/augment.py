@@ -13,7 +13,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from seamo_jax.data import crops, native_resize, resize
+from seamo_jax.data import native_resize, resize
 from seamo_jax.sensors import SensorSpec
 
 

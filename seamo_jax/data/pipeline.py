@@ -30,7 +30,7 @@ import grain
 import numpy as np
 
 from seamo_jax import sensors
-from seamo_jax.data import records
+from seamo_jax.data import encoded, records
 from seamo_jax.data.sample import SampleSpec, TrainSampleTransform, eval_sample, sample_spec_from_config
 
 
@@ -124,7 +124,8 @@ def make_train_dataset(
         prefetch_buffer_size=batch_size * prefetch)
     it = ds.to_iter_dataset(read_options)
     it = records.SkipBadRecordsIterDataset(it)
-    it = it.batch(batch_size, drop_remainder=True)
+    # Frames read lazily (registry.load_source(lazy_decode=True)) are decoded into their batch rows.
+    it = it.batch(batch_size, drop_remainder=True, batch_fn=encoded.stack_samples)
     if worker_count > 0:
         _ensure_absl_flags_parsed()
         it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count, per_worker_buffer_size=prefetch))

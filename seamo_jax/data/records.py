@@ -29,6 +29,7 @@ from typing import Any, Mapping
 import grain
 import numpy as np
 
+from seamo_jax.data import band_groups
 from seamo_jax.sensors import BadRecordError, SensorSpec, validate_array
 
 SOURCE_INDEX_KEY = "_source_index"
@@ -164,6 +165,11 @@ class IndexedSource:
         return f"IndexedSource({self._source!r})"
 
 
+def array_like(values: Any) -> Any:
+    """The value itself when it has a shape and dtype (arrays, undecoded `encoded.EncodedArray` frames)."""
+    return values if hasattr(values, "shape") and hasattr(values, "dtype") else np.asarray(values)
+
+
 def validate_record(
     record: Mapping[str, Any],
     specs: Mapping[str, SensorSpec],
@@ -175,16 +181,24 @@ def validate_record(
 
     Each `record[m]` must be [S, H, W, C_m] with the spec's bands and dtype,
     finite, S >= min_seasons; all modalities must share S, H and W (they are
-    cropped at the same windows).
+    cropped at the same windows). A native-layout record
+    (`band_groups.record_layout`) holds instead one array per resolution group,
+    `record[g.key]` [S, H / g.factor, W / g.factor, len(g.band_indices)], each
+    checked alike against the spec's bands of that group.
 
     Raises:
-      BadRecordError naming `record_id` and the field.
+      BadRecordError naming `record_id` and the field (the group key for native records).
     """
     reference = None
     for modality, spec in specs.items():
-        if modality not in record:
-            raise BadRecordError(f"record {record_id!r}: missing field {modality!r} (have {sorted(record)})")
-        values = np.asarray(record[modality])
+        try:
+            layout = band_groups.record_layout(record, modality)
+        except KeyError:
+            raise BadRecordError(f"record {record_id!r}: missing field {modality!r} (have {sorted(record)})") from None
+        if layout == "native":
+            reference = _validate_native(record, modality, spec, record_id, reference, min_seasons)
+            continue
+        values = array_like(record[modality])
         expected = None if reference is None else reference[1]
         validate_array(values, spec, record_id=record_id, field=modality,
                        num_seasons=None if reference is None else reference[0], spatial_shape=expected)
@@ -193,6 +207,34 @@ def validate_record(
                                  f"need >= {min_seasons} (config.data.seasons)")
         if reference is None:
             reference = (values.shape[0], values.shape[1:3])
+
+
+def _validate_native(record: Mapping[str, Any], modality: str, spec: SensorSpec, record_id: str,
+                     reference: tuple[int, tuple[int, int]] | None, min_seasons: int
+                     ) -> tuple[int, tuple[int, int]]:
+    """Checks every group of a native record; returns (S, (H, W)) of its 10 m grid."""
+    groups = band_groups.native_groups(spec, modality)
+    missing = [g.key for g in groups if g.key not in record]
+    extra = sorted(set(band_groups.group_keys(modality, record)) - {g.key for g in groups})
+    if missing or extra:
+        raise BadRecordError(f"record {record_id!r}: native {modality!r} groups of {spec.name} are "
+                             f"{[g.key for g in groups]}; missing {missing}, unexpected {extra}")
+    for group in groups:
+        values = array_like(record[group.key])
+        if reference is None:  # the finest group (factor 1) sets the grid
+            validate_array(values, band_groups.group_spec(spec, group), record_id=record_id, field=group.key)
+            reference = (values.shape[0], (values.shape[1] * group.factor, values.shape[2] * group.factor))
+            if values.shape[0] < min_seasons:
+                raise BadRecordError(f"record {record_id!r}, field {group.key!r}: {values.shape[0]} seasons, "
+                                     f"need >= {min_seasons} (config.data.seasons)")
+            continue
+        (height, width), f = reference[1], group.factor
+        if height % f or width % f:
+            raise BadRecordError(f"record {record_id!r}, field {group.key!r}: grid {height}x{width} is not "
+                                 f"divisible by the group's factor {f}")
+        validate_array(values, band_groups.group_spec(spec, group), record_id=record_id, field=group.key,
+                       num_seasons=reference[0], spatial_shape=(height // f, width // f))
+    return reference
 
 
 class _SkipBadRecordsIterator(grain.DatasetIterator):

@@ -50,8 +50,11 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.prefetch = 2                    # batches of samples Grain reads ahead
     config.data.read_threads = 2                # Grain reader threads
     config.data.skip_bad_records = False        # True: a corrupt record is skipped and counted, not fatal
-    config.data.native_resize = "auto"          # auto: crop_area views through the compiled host kernel where it
-                                                # builds (bitwise the numpy path, ~1/3 its CPU) | off: numpy
+    config.data.views = "device"                # device: the jitted step cuts, resamples and normalises the views
+                                                # from the stored tiles (data/device_views.py; the host only reads
+                                                # and draws windows) | host: the input pipeline makes float32 views
+    config.data.native_resize = "auto"          # views="host": auto: crop_area views through the compiled host kernel
+                                                # where it builds (bitwise the numpy path, ~1/3 its CPU) | off: numpy
     config.data.shuffle_seed = 0
 
     # ---- masking ----

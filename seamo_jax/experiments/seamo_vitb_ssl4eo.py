@@ -79,6 +79,9 @@ def get_config(arg: str = "phase2") -> ml_collections.ConfigDict:
 
     # ---- data ----
     config.data.builder = "ssl4eo_s12"
+    # S2 bands at their native 10/20/60 m sizes, blosc2 frames: 2.96 MB per 4-season location instead of 8.4 MB,
+    # decoded into the batch, views made in the step (data.views = "device", base.py); docs/performance.md.
+    config.data.builder_kwargs = ml_collections.ConfigDict({"s2_layout": "native", "codec": "blosc2"})
     config.data.seasons = 1 if phase1 else 4
     config.data.season_subsample = phase1       # phase 1: one of the 4 seasons at random
     config.data.crop_size = 224

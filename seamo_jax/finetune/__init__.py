@@ -10,6 +10,7 @@ jitted step / logits, encoder restore), run.py (runs and the sweep).
 Keys and defaults: the `finetune` section of seamo_jax/experiments/base.py.
 """
 
-from seamo_jax.finetune.run import ENCODERS, PROTOCOL, Preempted, input_sets, run_finetune, sweep_axes, write_report
+from seamo_jax.finetune.run import ENCODERS, PROTOCOL, input_sets, run_finetune, sweep_axes, write_report
+from seamo_jax.finetune.train_one import Preempted
 
 __all__ = ["ENCODERS", "PROTOCOL", "Preempted", "input_sets", "run_finetune", "sweep_axes", "write_report"]

@@ -66,7 +66,9 @@ def load_train_source(config: ml_collections.ConfigDict, workdir: PathLike, *, b
     if build:
         registry.prepare(config.data.builder, str(data_dir), manual_dir=config.data.manual_dir or None,
                          **kwargs)
-    return registry.load_source(config.data.builder, config.data.split, str(data_dir), **kwargs)
+    # views="device": blosc2 S2 frames stay undecoded until the batch, which decodes them into its rows.
+    return registry.load_source(config.data.builder, config.data.split, str(data_dir),
+                                lazy_decode=config.data.views == "device", **kwargs)
 
 
 def _first_rows(array: jax.Array) -> np.ndarray:
@@ -82,8 +84,9 @@ def _write_recon(setup: TrainSetup, state: Any, batch: Any, local_batch: Any, st
     if jax.process_index() != 0:
         return
     preds = {m: _first_rows(p) for m, p in aux["pred"].items()}
+    views = {m: _first_rows(v) for m, v in aux["views"].items()}  # made in the step when config.data.views="device"
     config = setup.config
-    write_recon_images(out_dir, step, local_batch["views"], preds, np.asarray(local_batch["mask"]),
+    write_recon_images(out_dir, step, views, preds, np.asarray(local_batch["mask"]),
                        tuple(config.data.modalities), setup.sensor_specs, int(config.model.patch_size),
                        bool(config.model.norm_pix_loss), season_ids=local_batch.get("season_ids"))
 

@@ -7,6 +7,7 @@ same objects without running it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -16,6 +17,7 @@ import optax
 from jax.sharding import Mesh
 
 from seamo_jax import models, parallel
+from seamo_jax.data import device_views
 from seamo_jax.data.global_batch import loader_shard, to_global_batch
 from seamo_jax.data.pipeline import make_train_iterator
 from seamo_jax.paths import PathLike, user_path
@@ -107,13 +109,16 @@ def build_train_setup(config: ml_collections.ConfigDict, workdir: PathLike | Non
         model, tx, int(config.seed), mesh, rules, parallel.data_parallel_size(mesh, batch_axes))
     batch_sharding = parallel.batch_sharding(mesh, batch_axes)
     constraints = bool(config.train.activation_constraints)  # base.py says why
+    # config.data.views = "device": the step makes the views from the batch's tiles (no-op on host views).
+    prepare_batch = functools.partial(device_views.materialise, view_spec=device_views.view_spec_from_config(config))
     setup = TrainSetup(
         config=config, mesh=mesh, rules=rules, model=model, tx=tx, schedule=schedule, state=state,
         shardings=shardings, sensor_specs=specs,
         train_step=make_train_step(model, tx, schedule, mesh, rules, shardings, batch_sharding,
                                    grad_accum_steps=int(config.optim.grad_accum_steps),
-                                   batch_axes=batch_axes, activation_constraints=constraints),
-        predict=make_predict_fn(model, mesh, rules, params_shardings, batch_sharding, constraints),
+                                   batch_axes=batch_axes, activation_constraints=constraints,
+                                   prepare_batch=prepare_batch),
+        predict=make_predict_fn(model, mesh, rules, params_shardings, batch_sharding, constraints, prepare_batch),
         num_params=models.param_count(state.params), batch_sharding=batch_sharding,
     )
     if source is not None:

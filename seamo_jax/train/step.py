@@ -34,9 +34,17 @@ def tracing_context(mesh: Mesh, rules: Sequence[tuple], activation_constraints: 
         yield
 
 
-def _loss_and_losses(model: nn.Module, params: PyTree, batch: Batch, key: jax.Array) -> tuple[jax.Array, dict]:
+BatchFn = Callable[[Batch], Batch]
+
+
+def _identity(batch: Batch) -> Batch:
+    return batch
+
+
+def _loss_and_losses(model: nn.Module, params: PyTree, batch: Batch, key: jax.Array,
+                     prepare_batch: BatchFn = _identity) -> tuple[jax.Array, dict]:
     """Scalar loss and the model's dict of named scalar losses (per modality/season)."""
-    loss, aux = model.apply({"params": params}, batch, train=True, rngs={"dropout": key})
+    loss, aux = model.apply({"params": params}, prepare_batch(batch), train=True, rngs={"dropout": key})
     return loss, dict(aux["losses"])
 
 
@@ -65,14 +73,18 @@ def train_step_fn(
     *,
     grad_accum_steps: int = 1,
     batch_axes: Sequence[str] = ("data", "fsdp"),
+    prepare_batch: BatchFn = _identity,
 ) -> Callable[[TrainState, Batch], tuple[TrainState, Metrics]]:
     """The un-jitted step `(state, batch) -> (new_state, metrics)`.
+
+    `prepare_batch` runs first on every (micro-)batch inside the step, e.g.
+    `device_views.materialise` (config.data.views = "device").
 
     metrics: "loss", "loss/<name>" for every entry of `aux["losses"]`,
     "grad_norm" (before clipping), "lr" (used for this update), "param_norm",
     all float32 scalars averaged over micro-batches.
     """
-    grad_fn = jax.value_and_grad(lambda p, b, k: _loss_and_losses(model, p, b, k), has_aux=True)
+    grad_fn = jax.value_and_grad(lambda p, b, k: _loss_and_losses(model, p, b, k, prepare_batch), has_aux=True)
 
     def step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
         key = step_key(state)
@@ -92,7 +104,7 @@ def train_step_fn(
 
             # Shapes of the named losses, for a zero-initialised carry.
             first = jax.tree.map(lambda x: x[0], micro)
-            losses_shape = jax.eval_shape(lambda: _loss_and_losses(model, state.params, first, key)[1])
+            losses_shape = jax.eval_shape(lambda: _loss_and_losses(model, state.params, first, key, prepare_batch)[1])
             zero_losses = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), losses_shape)
             (grads, loss, losses), _ = jax.lax.scan(
                 body, (zero_grads, jnp.zeros((), jnp.float32), zero_losses),
@@ -129,6 +141,7 @@ def make_train_step(
     grad_accum_steps: int = 1,
     batch_axes: Sequence[str] = ("data", "fsdp"),
     activation_constraints: bool = True,
+    prepare_batch: BatchFn = _identity,
 ) -> Callable[[TrainState, Batch], tuple[TrainState, Metrics]]:
     """Jitted, state-donating train step with explicit shardings.
 
@@ -138,11 +151,13 @@ def make_train_step(
       activation_constraints: trace under the mesh + logical rules so the
         model's `nn.with_logical_constraint`s pin activation shardings; False
         leaves activations to XLA's propagation from params and batch.
+      prepare_batch: see `train_step_fn`.
     Returns:
       `step(state, batch) -> (state, metrics)`; the input state is donated
       (do not use it afterwards); metrics are replicated scalars.
     """
-    fn = train_step_fn(model, tx, schedule, mesh, grad_accum_steps=grad_accum_steps, batch_axes=batch_axes)
+    fn = train_step_fn(model, tx, schedule, mesh, grad_accum_steps=grad_accum_steps, batch_axes=batch_axes,
+                       prepare_batch=prepare_batch)
     jitted = jax.jit(fn, in_shardings=(state_shardings, batch_sharding),
                      out_shardings=(state_shardings, replicated(mesh)), donate_argnums=(0,))
 
@@ -158,13 +173,15 @@ def make_train_step(
 
 def make_predict_fn(
     model: nn.Module, mesh: Mesh, rules: Sequence[tuple], params_shardings: PyTree, batch_sharding: NamedSharding,
-    activation_constraints: bool = True,
+    activation_constraints: bool = True, prepare_batch: BatchFn = _identity,
 ) -> Callable[[PyTree, Batch], dict]:
-    """Jitted `(params, batch) -> aux` (train=False), used for reconstruction images."""
+    """Jitted `(params, batch) -> aux` (train=False) plus aux["views"] (the model's input views,
+    [B, S, h, w, C_m] per modality), used for reconstruction images."""
 
     def predict(params, batch):
+        batch = prepare_batch(batch)
         _, aux = model.apply({"params": params}, batch, train=False)
-        return aux
+        return {**aux, "views": batch["views"]}
 
     jitted = jax.jit(predict, in_shardings=(params_shardings, batch_sharding))
 

@@ -31,14 +31,14 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from seamo_jax.evaluate.protocols import common, copernicus_bench, galileo, seamo, torchgeo_bench
+from seamo_jax.evaluate.protocols import bn_linear, common, copernicus_bench, galileo, seamo, torchgeo_bench
 from seamo_jax.evaluate.protocols.common import (DATASET_KINDS, MACRO_MAP, MICRO_F1_05, MICRO_MAP, TASKS,
                                                  TOP1_OA, Protocol, ProbeInputs, check_inputs)
 
 PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (copernicus_bench.PROTOCOL, galileo.PROTOCOL,
                                                       torchgeo_bench.PROTOCOL, seamo.PROTOCOL)}
 
-__all__ = ["common", "copernicus_bench", "galileo", "seamo", "torchgeo_bench", "PROTOCOLS", "Protocol", "ProbeInputs", "check_inputs", "get_protocol", "run_protocol", "TASKS",
+__all__ = ["bn_linear", "common", "copernicus_bench", "galileo", "seamo", "torchgeo_bench", "PROTOCOLS", "Protocol", "ProbeInputs", "check_inputs", "get_protocol", "run_protocol", "TASKS",
            "DATASET_KINDS", "TOP1_OA", "MICRO_MAP", "MACRO_MAP", "MICRO_F1_05"]
 
 

@@ -45,7 +45,7 @@ Read from zhu-xlab/Copernicus-FM @ da95635 (2025-10-02), directory Copernicus-Be
   (kornia default bilinear), and for train only RandomHorizontalFlip(0.5) +
   RandomVerticalFlip(0.5). src/configs/dataset/cobench_*.yaml: image_resolution 224.
 
-Here: frozen features in, the head trained in JAX (`common.train_bn_linear`)
+Here: frozen features in, the head trained in JAX (`bn_linear.train_bn_linear`)
 with optax SGD (coupled weight decay, momentum via `inject_hyperparams`) and
 the OneCycle schedules above. Flips act on images, so train features may come
 as A views per sample ([A, N, D], e.g. identity / hflip / vflip / hvflip):
@@ -62,7 +62,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from seamo_jax.evaluate.protocols import common
+from seamo_jax.evaluate.protocols import bn_linear, common
 
 NAME = "copernicus_bench"
 DEFAULTS = {
@@ -155,20 +155,20 @@ def run(inputs: common.ProbeInputs, *, seed: int = 0, dataset_kind: str | None =
     if num_train < batch_size:
         raise common.TooFewSamplesError(f"copernicus_bench drops the last partial batch: needs >= {batch_size} train "
                          f"samples, got {num_train}")
-    plan = common.batch_plan(seed, num_epochs=epochs, num_samples=num_train, batch_size=batch_size,
+    plan = bn_linear.batch_plan(seed, num_epochs=epochs, num_samples=num_train, batch_size=batch_size,
                              drop_last=True, num_views=inputs.num_views)
-    init = common.torch_linear_init(seed + 1, inputs.train_views.shape[2], inputs.num_classes,
+    init = bn_linear.torch_linear_init(seed + 1, inputs.train_views.shape[2], inputs.num_classes,
                                     weight_std=DEFAULTS["head_weight_init_std"])
     loss = "cross_entropy" if inputs.task == "single_label" else "multilabel_soft_margin"
-    config = common.BNLinearConfig(loss=loss, bn_affine=False, bn_eps=DEFAULTS["bn_eps"])
-    state = common.train_bn_linear(inputs.train_views, inputs.targets(inputs.train_y), plan, init,
+    config = bn_linear.BNLinearConfig(loss=loss, bn_affine=False, bn_eps=DEFAULTS["bn_eps"])
+    state = bn_linear.train_bn_linear(inputs.train_views, inputs.targets(inputs.train_y), plan, init,
                                    {"lr": [lr], "weight_decay": [weight_decay]}, make_sgd, config)
-    state = common.select(state, 0)                                                  # [E, ...]
-    val_logits = common.bn_linear_logits(state, inputs.val_x, config.bn_eps)          # [E, Nv, C]
+    state = bn_linear.select(state, 0)                                                  # [E, ...]
+    val_logits = bn_linear.bn_linear_logits(state, inputs.val_x, config.bn_eps)          # [E, Nv, C]
     val_scores = [_score(inputs.task, v, inputs.val_y, metric_averaging, batch_size) for v in val_logits]
     best = int(np.argmax(val_scores))                                                 # first best epoch
-    test_logits = common.bn_linear_logits(common.select(state, best), inputs.test_x, config.bn_eps)
-    last_logits = common.bn_linear_logits(common.select(state, -1), inputs.test_x, config.bn_eps)
+    test_logits = bn_linear.bn_linear_logits(bn_linear.select(state, best), inputs.test_x, config.bn_eps)
+    last_logits = bn_linear.bn_linear_logits(bn_linear.select(state, -1), inputs.test_x, config.bn_eps)
     variant = common.TOP1_OA if inputs.task == "single_label" else common.MICRO_MAP
     return {"linear_probe": {
         "metric_variant": variant,

@@ -57,7 +57,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from seamo_jax.evaluate.protocols import common
+from seamo_jax.evaluate.protocols import bn_linear, common
 
 NAME = "galileo"
 PROBING_LRS = (1e-4, 3e-4, 5e-4, 8e-4, 1e-3, 3e-3, 5e-3, 8e-3, 1e-2, 3e-2, 5e-2, 8e-2, 1e-1, 3e-1, 5e-1, 8e-1)
@@ -140,21 +140,21 @@ def run(inputs: common.ProbeInputs, *, seed: int = 0, dataset_kind: str | None =
     variant = common.TOP1_OA if task == "single_label" else common.MICRO_F1_05
     out: dict = {}
     num_train = inputs.train_views.shape[1]
-    plan = common.batch_plan(seed, num_epochs=epochs, num_samples=num_train, batch_size=batch_size,
+    plan = bn_linear.batch_plan(seed, num_epochs=epochs, num_samples=num_train, batch_size=batch_size,
                              drop_last=False)
-    init = common.torch_linear_init(seed + 1, inputs.train_views.shape[2], inputs.num_classes)
+    init = bn_linear.torch_linear_init(seed + 1, inputs.train_views.shape[2], inputs.num_classes)
     loss = "cross_entropy" if task == "single_label" else "multilabel_soft_margin"
-    config = common.BNLinearConfig(loss=loss, bn_affine=True, bn_eps=DEFAULTS["bn_eps"])
+    config = bn_linear.BNLinearConfig(loss=loss, bn_affine=True, bn_eps=DEFAULTS["bn_eps"])
     lr_grid = [float(v) for v in lr_grid]
-    state = common.train_bn_linear(inputs.train_views, inputs.targets(inputs.train_y), plan, init,
+    state = bn_linear.train_bn_linear(inputs.train_views, inputs.targets(inputs.train_y), plan, init,
                                    {"lr": lr_grid}, make_adamw, config)
-    final = common.select(state, slice(None), -1)                                   # [L, ...] last epoch
+    final = bn_linear.select(state, slice(None), -1)                                   # [L, ...] last epoch
 
     def predict(logits):
         return logits.argmax(-1) if task == "single_label" else (logits > 0).astype(np.int32)  # sigmoid > 0.5
 
-    val_logits = common.bn_linear_logits(final, inputs.val_x, config.bn_eps)        # [L, Nv, C]
-    test_logits = common.bn_linear_logits(final, inputs.test_x, config.bn_eps)
+    val_logits = bn_linear.bn_linear_logits(final, inputs.val_x, config.bn_eps)        # [L, Nv, C]
+    test_logits = bn_linear.bn_linear_logits(final, inputs.test_x, config.bn_eps)
     val = [_score(task, predict(v), inputs.val_y) for v in val_logits]
     test = [_score(task, predict(t), inputs.test_y) for t in test_logits]
     best = int(np.argmax(val))
