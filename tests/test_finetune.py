@@ -360,7 +360,6 @@ def test_drop_path_is_off_by_default_and_stochastic_when_training():
 
 
 @pytest.mark.skipif(not os.path.isdir(EUROSAT_SAMPLE), reason="shared EuroSAT-MS sample not present")
-@pytest.mark.slow  # real-data journey (~55 s); the synthetic fine-tune tests cover the same code
 def test_real_eurosat_sample_finetune_from_the_registry(pretrained, tmp_path):
     """finetune_eurosat:sample through data_pipelines.registry on the 200 real tiles (64 x 64, 13 bands)."""
     from data_pipelines import registry

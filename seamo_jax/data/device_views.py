@@ -57,6 +57,7 @@ class ViewSpec:
 
 
 def view_spec_from_config(config: Any) -> ViewSpec:
+    """Reads config.data.modalities, sensors and crop_size."""
     data = config.data
     modalities = tuple(data.modalities)
     return ViewSpec(modalities=modalities, specs={m: sensors.get_sensor(data.sensors[m]) for m in modalities},
@@ -182,7 +183,7 @@ def materialise(batch: Mapping[str, Any], view_spec: ViewSpec) -> dict[str, Any]
     views = views_from_tiles(batch["tiles"], batch["boxes"], batch["dihedral"], view_spec)
     if "modality_dropped" in batch:
         dropped = batch["modality_dropped"]
-        views = {m: jnp.where(dropped[:, i, None, None, None, None], 0.0, v)
-                 for i, m in enumerate(view_spec.modalities) for v in (views[m],)}
+        views = {m: jnp.where(dropped[:, i, None, None, None, None], 0.0, views[m])
+                 for i, m in enumerate(view_spec.modalities)}
     out["views"] = views
     return out
