@@ -154,11 +154,7 @@ def run_probe(config: Any, checkpoint_dir: str | None = None, out_dir: str | Non
                         (user_path(checkpoint_dir) / "probe" if checkpoint_dir else "probe"))
     source = encoders.load_encoder_source(config, checkpoint_dir)
     sets = input_sets(config)
-    modalities = tuple(dict.fromkeys(m for s in sets for m in s["modalities"]))
-    data = probe_data.load_probe_data(
-        config, modalities=modalities, seasons=max(max(s["seasons"]) for s in sets) + 1,
-        patch_size=int(source.model.patch_size), crop_size=int(config.probe.crop_size or source.image_size),
-        trained_specs=source.sensor_specs, sources=sources, num_classes=num_classes)
+    data = probe_data.load_for_input_sets(config, sets, source, sources=sources, num_classes=num_classes)
     pooled = probe_data.concat(data.train, data.test)
     targets = pooled["label"] if data.task == "single_label" else pooled["labels"]
     mesh = parallel.make_mesh(config.mesh)
@@ -178,7 +174,7 @@ def run_probe(config: Any, checkpoint_dir: str | None = None, out_dir: str | Non
 
     protocol_names = tuple(config.probe.protocols)
     chosen = [protocol_lib.get_protocol(name) for name in protocol_names]  # ValueError naming the known ones
-    native = int(pooled["views"][modalities[0]].shape[2])
+    native = int(next(iter(pooled["views"].values())).shape[2])  # every view has one size
     patch = int(source.model.patch_size)
     dataset_kind = _dataset_kind(config)
     encode_fns, random_variables, resized, fixed_cache = {}, {}, {}, {}

@@ -92,6 +92,17 @@ def _info_get(info: Any, key: str, default: Any = None) -> Any:
     return getattr(info, key, default)
 
 
+def load_for_input_sets(config: Any, input_sets: list[dict], source: Any, *,
+                        sources: Mapping[str, Any] | None = None, num_classes: int | None = None) -> ProbeData:
+    """`load_probe_data` for what the input sets need (modalities, seasons), at the encoder's patch
+    size and (config.probe.crop_size or) training view size; `source` is an `encoders.EncoderSource`."""
+    modalities = tuple(dict.fromkeys(m for s in input_sets for m in s["modalities"]))
+    return load_probe_data(
+        config, modalities=modalities, seasons=max(max(s["seasons"]) for s in input_sets) + 1,
+        patch_size=int(source.model.patch_size), crop_size=int(config.probe.crop_size or source.image_size),
+        trained_specs=source.sensor_specs, sources=sources, num_classes=num_classes)
+
+
 def load_probe_data(config: Any, *, modalities: tuple[str, ...], seasons: int, patch_size: int, crop_size: int,
                     trained_specs: Mapping[str, sensors.SensorSpec], sources: Mapping[str, Any] | None = None,
                     num_classes: int | None = None) -> ProbeData:

@@ -210,11 +210,7 @@ def run_finetune(config: Any, checkpoint_dir: str | None = None, out_dir: str | 
     sets = input_sets(config)
     _check_input_sets(sets, source)
     fractions, seeds = sweep_axes(config)
-    modalities = tuple(dict.fromkeys(m for s in sets for m in s["modalities"]))
-    data = probe_data.load_probe_data(
-        config, modalities=modalities, seasons=max(max(s["seasons"]) for s in sets) + 1,
-        patch_size=int(source.model.patch_size), crop_size=int(config.probe.crop_size or source.image_size),
-        trained_specs=source.sensor_specs, sources=sources, num_classes=num_classes)
+    data = probe_data.load_for_input_sets(config, sets, source, sources=sources, num_classes=num_classes)
     pooled = probe_data.concat(data.train, data.test)
     target_key = "label" if data.task == "single_label" else "labels"
     targets = pooled[target_key]
