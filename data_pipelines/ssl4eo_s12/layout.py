@@ -63,13 +63,13 @@ import time
 import numpy as np
 
 from data_pipelines import geotiff
+from data_pipelines.ssl4eo_s12.tile_fields import MULTIBAND_FILE, nodata_per_season, tile_latlon
 from data_pipelines.writer import ANNOTATIONS_KEY
 from seamo_jax.data import band_groups
 from seamo_jax.sensors import S2_L1C, S2_L2A, BadRecordError, SensorSpec, get_sensor, validate_array
 
 S2_DIRS = {"L1C": "s2c", "L2A": "s2a"}
 S1_DIR = "s1"
-MULTIBAND_FILE = "all_bands.tif"
 _TIME_IN_NAME = re.compile(r"(\d{8}T\d{6})")
 
 
@@ -338,25 +338,6 @@ def read_s1_season(folder: str, config: LoadConfig, notes: list[str] | None = No
     return geotiff.resample_stack(bands, (size, size), config.resample)
 
 
-def _tile_latlon(s2_season_folder: str) -> np.ndarray:
-    """Centre (lat, lon) float32 [2] from a 10 m band (or the multi-band file); NaN if not georeferenced."""
-    for name in ("B4.tif", "B2.tif", MULTIBAND_FILE):
-        path = os.path.join(s2_season_folder, name)
-        if os.path.isfile(path):
-            try:
-                latlon = geotiff.center_latlon(path)
-            except geotiff.GeoTiffError:
-                latlon = None
-            if latlon is not None:
-                return np.asarray(latlon, np.float32)
-    return np.full((2,), np.nan, np.float32)
-
-
-def nodata_per_season(values: np.ndarray) -> np.ndarray:
-    """int32 [S]: pixels of each season with a 0 in any band (the release's NO_DATA)."""
-    return (values == 0).any(axis=-1).sum(axis=(1, 2)).astype(np.int32)
-
-
 def load_location(ref: LocationRef, config: LoadConfig) -> tuple[str, dict]:
     """Reads `config.num_seasons` timestamps of one location into a record (contracts.md section 1).
 
@@ -387,7 +368,7 @@ def load_location(ref: LocationRef, config: LoadConfig) -> tuple[str, dict]:
         **images,
         "timestamps": np.asarray([t for t, _ in s2_seasons], np.int64),
         "location_id": ref.location_id,
-        "latlon": _tile_latlon(s2_seasons[0][1]),
+        "latlon": tile_latlon(s2_seasons[0][1]),
     }
     nodata_total = 0
     if config.count_nodata:

@@ -47,7 +47,8 @@ import numpy as np
 
 from data_pipelines import geotiff
 from data_pipelines.ssl4eo_s12.cf_time import decode_times
-from data_pipelines.ssl4eo_s12.layout import LoadConfig, LocationSkipped, ReleaseFormatError, nodata_per_season
+from data_pipelines.ssl4eo_s12.layout import LoadConfig, LocationSkipped, ReleaseFormatError
+from data_pipelines.ssl4eo_s12.tile_fields import nodata_per_season
 from data_pipelines.writer import ANNOTATIONS_KEY
 from seamo_jax.sensors import SensorSpec, get_sensor, validate_array
 
