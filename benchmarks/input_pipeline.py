@@ -146,10 +146,7 @@ def open_source(directory: str, variant: dict) -> object:
     from data_pipelines import features as features_lib  # noqa: PLC0415
 
     stored = tfds.builder_from_directory(directory)
-    decoders = None
-    if variant["views"] == "device":
-        keys = [key for key in stored.info.features.keys() if key == "s2" or key.startswith("s2_")]
-        decoders = features_lib.lazy_decoders(stored.info.features, keys) or None
+    decoders = features_lib.lazy_decoders(stored.info.features) if variant["views"] == "device" else None
     return stored.as_data_source(split="train", decoders=decoders)
 
 

@@ -144,10 +144,11 @@ class LazyBlosc2(tfds.decode.Decoder):
         return EncodedArray(value, shape, self.feature.np_dtype)
 
 
-def lazy_decoders(features: tfds.features.FeaturesDict, keys: Sequence[str]) -> dict[str, LazyBlosc2]:
-    """{key: LazyBlosc2()} for those of `keys` stored as Blosc2Tensor (others decode as usual)."""
-    return {key: LazyBlosc2() for key in keys if isinstance(features[key], Blosc2Tensor)} \
-        if hasattr(features, "keys") else {}
+def lazy_decoders(features: tfds.features.FeaturesDict) -> dict[str, LazyBlosc2] | None:
+    """`as_data_source(decoders=...)` that leave the S2 arrays (`s2` or its band groups) stored as
+    Blosc2Tensor undecoded; None when there are none (everything decodes as usual)."""
+    keys = [key for key in features.keys() if key == "s2" or key.startswith("s2_")] if hasattr(features, "keys") else []
+    return {key: LazyBlosc2() for key in keys if isinstance(features[key], Blosc2Tensor)} or None
 
 
 def _blosc2_encode(values: np.ndarray, settings: Mapping[str, Any]) -> bytes:

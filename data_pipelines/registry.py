@@ -147,8 +147,7 @@ def load_source(name: str, split: str, data_dir: str | os.PathLike, *, lazy_deco
     if lazy_decode:
         from data_pipelines import features as features_lib  # pylint: disable=g-import-not-at-top
 
-        keys = [key for key in stored.info.features.keys() if key == "s2" or key.startswith("s2_")]
-        decoders = features_lib.lazy_decoders(stored.info.features, keys) or None
+        decoders = features_lib.lazy_decoders(stored.info.features)
     return stored.as_data_source(split=split, decoders=decoders)
 
 
