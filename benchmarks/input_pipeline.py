@@ -285,6 +285,8 @@ def main() -> None:
     records = {layout: make_records(args, s2_layout=layout)
                for layout in sorted({variants[n]["s2_layout"] for n in names} | {"grid"})}
     measured: dict[str, dict] = {name: {"points": []} for name in names}
+    if args.data_dir:
+        os.makedirs(args.data_dir, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.data_dir or None) as root:
         sources, written = {}, {}
         for name in names:

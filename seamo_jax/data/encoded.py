@@ -22,6 +22,8 @@ from typing import Any, Sequence
 import jax
 import numpy as np
 
+from seamo_jax.data import shm_batches
+
 
 class EncodedArray:
     """One blosc2 frame of a C-contiguous array of `shape` and `dtype` (picklable for Grain workers)."""
@@ -75,11 +77,14 @@ def _is_encoded(x: Any) -> bool:
     return isinstance(x, EncodedArray)
 
 
-def _stack(*rows: Any) -> np.ndarray:
-    if not any(isinstance(row, EncodedArray) for row in rows):
-        return np.stack(rows)
-    first = rows[0]
-    out = np.empty((len(rows),) + tuple(first.shape), first.dtype)
+def _row_spec(row: Any) -> tuple[tuple[int, ...], np.dtype]:
+    if isinstance(row, EncodedArray):
+        return row.shape, row.dtype
+    row = np.asarray(row)
+    return row.shape, row.dtype
+
+
+def _fill(out: np.ndarray, rows: Sequence[Any]) -> np.ndarray:
     for i, row in enumerate(rows):
         if isinstance(row, EncodedArray):
             row.decode(out[i])
@@ -88,6 +93,42 @@ def _stack(*rows: Any) -> np.ndarray:
     return out
 
 
-def stack_samples(samples: Sequence[Any]) -> Any:
-    """Grain batch function: `np.stack` of every leaf, frames decoded into their batch row."""
-    return jax.tree.map(_stack, *samples, is_leaf=_is_encoded)
+class StackSamples:
+    """Grain batch function: `np.stack` of every leaf, frames decoded into their batch row.
+
+    Args:
+      slots: in Grain worker processes (config.data.worker_count > 0), the
+        worker's shared-memory slots (`shm_batches.SlotWriter`): the batch is
+        written straight into one and handed over as a `shm_batches.SlotBatch`,
+        which `shm_batches.SlotReader` (the pipeline's stage in the trainer)
+        opens. None: private arrays (in-process pipeline).
+    """
+
+    def __init__(self, slots: "shm_batches.SlotWriter | None" = None):
+        self.slots = slots
+
+    def __call__(self, samples: Sequence[Any]) -> Any:
+        columns_by_sample = [jax.tree.leaves(s, is_leaf=_is_encoded) for s in samples]
+        treedef = jax.tree.structure(samples[0], is_leaf=_is_encoded)
+        columns = list(zip(*columns_by_sample))
+        specs = []
+        for rows in columns:
+            shape, dtype = _row_spec(rows[0])
+            specs.append(((len(rows),) + tuple(shape), dtype))
+        numeric = [i for i, (_, dtype) in enumerate(specs) if not dtype.hasobject and dtype.kind not in "US"]
+        if self.slots is None:
+            arrays, header = [np.empty(*specs[i]) for i in numeric], None
+        else:
+            arrays, header = self.slots.allocate([specs[i] for i in numeric])
+        leaves: list[Any] = [None] * len(columns)
+        for k, i in enumerate(numeric):
+            _fill(arrays[k], columns[i])
+            leaves[i] = arrays[k] if header is None else shm_batches.SlotLeaf(k)
+        for i, rows in enumerate(columns):
+            if leaves[i] is None:  # strings / objects: as np.stack makes them
+                leaves[i] = np.stack([np.asarray(r) for r in rows])
+        tree = jax.tree.unflatten(treedef, leaves)
+        return tree if header is None else shm_batches.SlotBatch(header, tree)
+
+
+stack_samples = StackSamples()  # the in-process batch function

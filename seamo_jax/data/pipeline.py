@@ -7,7 +7,8 @@ Train pipeline (per data shard):
          -> repeat forever
          -> random_map(TrainSampleTransform)  (RNG = f(seed, shard, position))
          -> to_iter_dataset (read threads) -> drop bad records (optional)
-         -> batch(global_batch / shard_count) -> [worker processes]
+         -> batch(global_batch / shard_count) -> [worker processes, batches
+            written into reused shared-memory slots: shm_batches]
          -> count skipped records
 
 A data shard is a set of global batch rows that one or more processes hold
@@ -30,7 +31,7 @@ import grain
 import numpy as np
 
 from seamo_jax import sensors
-from seamo_jax.data import encoded, records
+from seamo_jax.data import encoded, records, shm_batches
 from seamo_jax.data.sample import SampleSpec, TrainSampleTransform, eval_sample, sample_spec_from_config
 
 
@@ -124,12 +125,41 @@ def make_train_dataset(
         prefetch_buffer_size=batch_size * prefetch)
     it = ds.to_iter_dataset(read_options)
     it = records.SkipBadRecordsIterDataset(it)
-    # Frames read lazily (registry.load_source(lazy_decode=True)) are decoded into their batch rows.
-    it = it.batch(batch_size, drop_remainder=True, batch_fn=encoded.stack_samples)
+    # Frames read lazily (registry.load_source(lazy_decode=True)) are decoded into their batch rows; worker
+    # processes write them into shared-memory slots they reuse (shm_batches: no new pages per batch).
+    use_slots = worker_count > 0 and bool(data.worker_batch_slots) and shm_batches.available()
+    writer = shm_batches.SlotWriter(shm_batches.slots_per_worker(prefetch)) if use_slots else None
+    it = it.batch(batch_size, drop_remainder=True, batch_fn=encoded.StackSamples(writer))
     if worker_count > 0:
         _ensure_absl_flags_parsed()
         it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count, per_worker_buffer_size=prefetch))
+        if writer is not None:
+            it = OpenSlotsIterDataset(it)
     return records.CountSkippedIterDataset(it)
+
+
+class _OpenSlotsIterator(grain.DatasetIterator):
+    """Turns the workers' `shm_batches.SlotBatch`es into arrays (views of the slots); state passes through."""
+
+    def __init__(self, parent: grain.DatasetIterator):
+        super().__init__(parent)
+        self._reader = shm_batches.SlotReader()
+
+    def __next__(self) -> Any:
+        return self._reader.open(next(self._parent))
+
+    def get_state(self) -> dict[str, Any]:
+        return self._parent.get_state()
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self._parent.set_state(state)
+
+
+class OpenSlotsIterDataset(grain.IterDataset):
+    """The trainer-side stage after `mp_prefetch` when the workers write into slots (`shm_batches`)."""
+
+    def __iter__(self) -> _OpenSlotsIterator:
+        return _OpenSlotsIterator(self._parent.__iter__())
 
 
 def make_train_iterator(config: Any, source: Any, **kwargs) -> grain.DatasetIterator:
