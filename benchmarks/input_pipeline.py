@@ -19,16 +19,19 @@ Per storage variant (`--storage`, each written to its own shards and measured
 read threads and worker processes included, / samples, ArrayRecord to global
 batch), bytes_per_sample (shard bytes on disk / records) and
 pipeline_samples_per_s (wall), each the best of the repeats (on a shared
-machine other processes only add time), with every repeat listed. A variant is "<storage>[+<codec>][+numpy]":
+machine other processes only add time), with every repeat listed. A variant is "<storage>[+<codec>][+flags]":
 S1 storage (default = uint16 dB codes, what new builds write; s1_f32 / s1_f16
 / s1_u16 / s1_u8), ArrayRecord codec (zstd1, zstd3, snappy; default none),
 "+native" (S2 bands at their native 10/20/60 m sizes, `band_groups`),
 "+blosc2" (every image array a blosc2 frame, `features.Blosc2Tensor`),
 "+device" (config.data.views = "device": the host reads records and draws
 windows, the jitted step makes the views, so the host CPU measured is all
-the host does) and "+numpy" for host crop_area views by the numpy resize
-instead of the compiled kernel. The baseline "s1_f32+numpy" (builds and
-pipeline before 2026-12-01) is always measured; the top-level keys are those
+the host does), "+numpy" for host crop_area views by the numpy resize
+instead of the compiled kernel and "+segments" for Grain's new
+shared-memory segment per worker batch (config.data.worker_batch_slots =
+False) instead of the reused slots of `data/shm_batches.py`. The baseline
+"s1_f32+numpy+segments" (builds and pipeline before 2026-12-01) is always
+measured; the top-level keys are those
 of `--report` (default: the first of `--storage`). "+device" variants also
 report `device_views_ms_per_sample`: the jitted views on this process's
 default JAX backend (on a CPU-only machine that is the CPU; not part of
@@ -37,16 +40,25 @@ cpu_ms_per_sample, which counts the input pipeline).
     python benchmarks/input_pipeline.py                           # default vs baseline
     python benchmarks/input_pipeline.py --storage default,s1_f16,s1_u8,default+numpy,default+zstd1
     python benchmarks/input_pipeline.py --content ssl4eo --storage default+native+blosc2+device,default+device
-    python benchmarks/input_pipeline.py --workers 2
+    python benchmarks/input_pipeline.py --workers 2              # default: 1 worker process, 0 read threads
+    python benchmarks/input_pipeline.py --workers 0 --read-threads 2   # everything in this process
     python benchmarks/input_pipeline.py --sweep 0,1,2,4          # best of the sweep + all points
     python benchmarks/input_pipeline.py --train-samples-per-s 410  # ratio vs a known train step rate
 
 Records are written as in production: the TFDS feature dict of every builder
 (`data_pipelines.features.record_features`, image bytes in tf.Example) through
-the parallel writer (`data_pipelines.writer`), and read back with TFDS's
-ArrayRecord data source (`tfds.builder_from_directory(...).as_data_source`,
-what `data_pipelines.registry.load_source` returns), so the pipeline rate
-includes TFDS's tf.Example parsing and decoding.
+the parallel writer (`data_pipelines.writer`), and read back as
+`data_pipelines.registry.load_source` reads them (TFDS's ArrayRecord data
+source, records parsed by `data_pipelines.example_reader` and decoded by the
+TFDS features), so the pipeline rate includes parsing and decoding.
+
+Process layout (default): one Grain worker process reads, transforms and
+batches, with no read threads, as `seamo_vitb_ssl4eo` does with 8 workers on
+a training host; the CPU counted is the worker's and this process's. Read
+threads inside a process add GIL hand-offs (on this 2-core VM ~1-2 CPU-ms
+per sample at 2 threads); they pay off only when reads wait on a bucket.
+The warm-up lets every worker make its shared-memory slots (a one-off page
+fault cost per slot) before measuring.
 """
 
 from __future__ import annotations
@@ -68,7 +80,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from seamo_jax.experiments.demo_cpu import get_config  # noqa: E402
 from seamo_jax import sensors  # noqa: E402
-from seamo_jax.data import crops, pipeline  # noqa: E402
+from seamo_jax.data import crops, pipeline, shm_batches  # noqa: E402
 
 from bench_records import TiledSource, make_records  # noqa: E402  (benchmarks/, this script's folder)
 
@@ -83,12 +95,12 @@ STORAGE = {
     "s1_u8": dict(s1_storage="uint8"),
 }
 CODECS = {"zstd1": "zstd:1", "zstd3": "zstd:3", "snappy": "snappy"}
-FLAGS = ("numpy", "native", "blosc2", "device")
-BASELINE = "s1_f32+numpy"  # what builds and the pipeline did before 2026-12-01
+FLAGS = ("numpy", "native", "blosc2", "device", "segments")
+BASELINE = "s1_f32+numpy+segments"  # what builds and the pipeline did before 2026-12-01
 
 
 def storage_variant(name: str) -> dict:
-    """"<storage>[+<codec>][+native][+blosc2][+device][+numpy]", e.g. "s1_u8+zstd1" -> record_features / writer /
+    """"<storage>[+<codec>][+native][+blosc2][+device][+numpy][+segments]", e.g. "s1_u8+zstd1" -> record_features / writer /
     pipeline settings."""
     base, *options = name.split("+")
     if base not in STORAGE or any(o not in CODECS and o not in FLAGS for o in options):
@@ -97,7 +109,8 @@ def storage_variant(name: str) -> dict:
     variant = dict(STORAGE[base], compression="uncompressed", native_resize="numpy" not in options,
                    s2_layout="native" if "native" in options else "grid",
                    codec="blosc2" if "blosc2" in options else "none",
-                   views="device" if "device" in options else "host")
+                   views="device" if "device" in options else "host",
+                   worker_batch_slots="segments" not in options)
     for option in options:
         if option in CODECS:
             variant["compression"] = CODECS[option]
@@ -139,15 +152,14 @@ def write_records(args: argparse.Namespace, records: list[dict], directory: str,
 
 
 def open_source(directory: str, variant: dict) -> object:
-    """TFDS's ArrayRecord data source of the written split, as `registry.load_source` opens it
-    (S2 frames undecoded for "+device", `lazy_decode`)."""
+    """The written split as `registry.load_source` opens it (`registry.open_split`; S2 frames undecoded for
+    "+device", `lazy_decode`)."""
     import tensorflow_datasets as tfds  # noqa: PLC0415  (only the benchmark's writer side needs it here)
 
-    from data_pipelines import features as features_lib  # noqa: PLC0415
+    from data_pipelines import registry  # noqa: PLC0415
 
-    stored = tfds.builder_from_directory(directory)
-    decoders = features_lib.lazy_decoders(stored.info.features) if variant["views"] == "device" else None
-    return stored.as_data_source(split="train", decoders=decoders)
+    return registry.open_split(tfds.builder_from_directory(directory), "train",
+                               lazy_decode=variant["views"] == "device")
 
 
 def bytes_on_disk(directory: str, num_records: int) -> float:
@@ -248,7 +260,8 @@ def train_rate(args: argparse.Namespace) -> tuple[float | None, str | None]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=1,
+                        help="Grain worker processes (config.data.worker_count); 0 = read in this process")
     parser.add_argument("--sweep", default="", help="comma-separated worker counts, e.g. 0,1,2,4")
     parser.add_argument("--storage", default="default",
                         help="comma-separated storage variants besides 'baseline', e.g. s1_f16,s1_u8+zstd1")
@@ -262,9 +275,14 @@ def main() -> None:
     parser.add_argument("--index-space", type=int, default=251079,
                         help="records Grain indexes (the written ones, tiled; TiledSource); 0 = just those")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--batches", type=int, default=8)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--read-threads", type=int, default=2)
+    parser.add_argument("--batches", type=int, default=48,
+                        help="measured batches; ~50 or more, so the batches the pipeline buffers (a few) weigh little")
+    parser.add_argument("--warmup", type=int, default=None,
+                        help="batches before measuring (default: enough for every worker to have made its "
+                             "shared-memory slots, a one-off cost)")
+    parser.add_argument("--read-threads", type=int, default=0,
+                        help="Grain read threads per process (0: worker processes give the parallelism; threads "
+                             "in a process only add GIL hand-offs when records are on a local disk)")
     parser.add_argument("--seasons", type=int, default=4)
     parser.add_argument("--tile", type=int, default=264)
     parser.add_argument("--crop", type=int, default=224)
@@ -303,8 +321,11 @@ def main() -> None:
             for name in (names if repeat % 2 == 0 else names[::-1]):  # A B .. then .. B A
                 config.data.native_resize = "auto" if variants[name]["native_resize"] else "off"
                 config.data.views = variants[name]["views"]
+                config.data.worker_batch_slots = variants[name]["worker_batch_slots"]
                 for w in worker_counts:
-                    point = pipeline_rate(config, sources[name], w, args.batches, args.warmup)
+                    warmup = args.warmup if args.warmup is not None else \
+                        4 + w * shm_batches.slots_per_worker(config.data.prefetch)
+                    point = pipeline_rate(config, sources[name], w, args.batches, warmup)
                     measured[name]["points"].append({"workers": w, "repeat": repeat, **point})
         base = numpy_rate(records["grid"], args, samples=args.batches * args.batch_size)
 

@@ -132,22 +132,37 @@ def load_source(name: str, split: str, data_dir: str | os.PathLike, *, lazy_deco
         pipeline, which decodes them into the batch (`encoded.stack_samples`).
 
     Returns:
-      a TFDS ArrayRecord data source: `len(source)`, `source[i]` -> record
-      dict of numpy arrays (docs/contracts.md section 1), `source[[i, j]]`.
+      a random-access source: `len(source)`, `source[i]` -> record dict of
+      numpy arrays (docs/contracts.md section 1), `source[[i, j]]`: TFDS's
+      ArrayRecord data source read as raw bytes and parsed by
+      `example_reader.ParsedSource` (the same records as TFDS's parser gives),
+      or TFDS's own for features that parser does not cover.
     Raises:
       DatasetNotPreparedError: `prepare` was not run for these arguments.
     """
     builder = _prepared_builder(name, data_dir, builder_kwargs)
     if split not in builder.info.splits:
         raise KeyError(f"dataset {name!r} has no split {split!r}; splits: {sorted(builder.info.splits)}")
-    # Decode with the features stored beside the records (features.json), not the builder code's: records of
-    # older builds keep their storage dtypes (float32 S1 before 2026-12-01; docs/contracts.md section 1).
-    stored = tfds.builder_from_directory(builder.data_dir)
+    return open_split(tfds.builder_from_directory(builder.data_dir), split, lazy_decode=lazy_decode)
+
+
+def open_split(stored: tfds.core.DatasetBuilder, split: str, *, lazy_decode: bool = False):
+    """`load_source` of a builder read from its directory (`tfds.builder_from_directory`).
+
+    Decodes with the features stored beside the records (features.json), not
+    the builder code's: records of older builds keep their storage dtypes
+    (float32 S1 before 2026-12-01; docs/contracts.md section 1).
+    """
     decoders = None
     if lazy_decode:
         from data_pipelines import features as features_lib  # pylint: disable=g-import-not-at-top
 
         decoders = features_lib.lazy_decoders(stored.info.features)
+    from data_pipelines import example_reader  # pylint: disable=g-import-not-at-top
+
+    if example_reader.supports(stored.info.features):  # same records, parsed without copying the payloads
+        raw = stored.as_data_source(split=split, deserialize_method=tfds.decode.DeserializeMethod.RAW_BYTES)
+        return example_reader.ParsedSource(raw, stored.info.features, decoders)
     return stored.as_data_source(split=split, decoders=decoders)
 
 

@@ -26,7 +26,8 @@ from seamo_jax.data import shm_batches
 
 
 class EncodedArray:
-    """One blosc2 frame of a C-contiguous array of `shape` and `dtype` (picklable for Grain workers)."""
+    """One blosc2 frame (bytes or a memoryview of the record) of a C-contiguous array of `shape` and `dtype`
+    (picklable for Grain workers)."""
 
     __slots__ = ("frame", "shape", "dtype")
 
@@ -34,6 +35,10 @@ class EncodedArray:
         self.frame = frame
         self.shape = tuple(int(d) for d in shape)
         self.dtype = np.dtype(dtype)
+
+    def __reduce__(self):
+        # The frame may be a memoryview of the record (data_pipelines.example_reader): pickle its bytes.
+        return EncodedArray, (bytes(self.frame), self.shape, self.dtype)
 
     @property
     def ndim(self) -> int:
