@@ -30,7 +30,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from tensorflow_datasets.core import utils
 
-_VIEW_BYTES = 1 << 16  # bytes values at least this long stay memoryviews of the record; shorter ones are copied
+from data_pipelines.example_bytes import FastExampleSerializer
+from data_pipelines.features import Blosc2Tensor
 
 
 def _varint(data: memoryview, pos: int) -> tuple[int, int]:
@@ -81,8 +82,7 @@ def _list_values(data: memoryview, kind: int, start: int, end: int) -> list[Any]
             continue
         if kind == 1:
             begin, stop = value
-            payload = data[begin:stop]
-            values.append(payload if stop - begin >= _VIEW_BYTES else payload.tobytes())
+            values.append(data[begin:stop])  # a memoryview; ExampleParser copies what TFDS wants as bytes
         elif kind == 2:
             begin, stop = value
             if wire == 2:  # packed
@@ -100,7 +100,8 @@ def _list_values(data: memoryview, kind: int, start: int, end: int) -> list[Any]
 
 
 def parse_feature_map(serialized: bytes | memoryview) -> dict[str, tuple[int, list[Any]]]:
-    """key -> (kind 1 bytes / 2 float / 3 int64, values) of a serialised tf.Example."""
+    """key -> (kind 1 bytes / 2 float / 3 int64, values) of a serialised tf.Example (bytes values as
+    memoryviews of `serialized`)."""
     data = memoryview(serialized).cast("B")
     out: dict[str, tuple[int, list[Any]]] = {}
     for field, _, span in _fields(data, 0, len(data)):
@@ -127,8 +128,6 @@ def parse_feature_map(serialized: bytes | memoryview) -> dict[str, tuple[int, li
 
 def supports(features: Any) -> bool:
     """Whether records of these TFDS features can be parsed here (no sequence / ragged features)."""
-    from data_pipelines.example_bytes import FastExampleSerializer  # pylint: disable=g-import-not-at-top
-
     return FastExampleSerializer.supports(features.get_serialized_info())  # the specs our writer writes
 
 
@@ -137,8 +136,6 @@ class ExampleParser:
     (the same dict TFDS's `ExampleParserNp.parse_example` returns, large blosc2 frames as memoryviews)."""
 
     def __init__(self, features: Any):
-        from data_pipelines.features import Blosc2Tensor  # pylint: disable=g-import-not-at-top
-
         self._specs = features.get_serialized_info()
         self._flat = utils.flatten_nest_dict(self._specs)
         # Only Blosc2Tensor decodes from a memoryview; TFDS's own features want bytes (a copy, as TFDS makes).

@@ -133,7 +133,7 @@ def load_source(name: str, split: str, data_dir: str | os.PathLike, *, lazy_deco
 
     Returns:
       a random-access source: `len(source)`, `source[i]` -> record dict of
-      numpy arrays (docs/contracts.md section 1), `source[[i, j]]`: TFDS's
+      numpy arrays (docs/contracts.md section 1), `source.__getitems__([i, j])`: TFDS's
       ArrayRecord data source read as raw bytes and parsed by
       `example_reader.ParsedSource` (the same records as TFDS's parser gives),
       or TFDS's own for features that parser does not cover.

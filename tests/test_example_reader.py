@@ -42,7 +42,7 @@ def _serialised(features, example) -> dict[str, bytes]:
 @pytest.mark.parametrize("layout,codec", [("grid", "none"), ("native", "none"), ("native", "blosc2"),
                                           ("grid", "blosc2")])
 def test_records_of_every_layout_and_codec_parse_as_tfds_parses_them(layout, codec):
-    # 48 px: image payloads over the parser's 64 KiB memoryview threshold.
+    # 48 px: image payloads of 18-120 KB, as memoryviews of the record for blosc2, bytes for TFDS's features.
     features = record_features(num_seasons=2, tile_size=48, class_names=["a", "b", "c"], s2_layout=layout,
                                codec=codec)
     rng = np.random.default_rng(0)

@@ -169,8 +169,12 @@ class SlotWriter:
     def __setstate__(self, state):
         self.__init__(**state)
 
-    def _open(self) -> dict:
+    def _open(self) -> dict | None:
+        """This process's control file and slots (made on first use), or None without a shared-memory folder."""
         if self._state is None or self._state["pid"] != os.getpid():
+            if not available(self.directory):
+                self._state = {"pid": os.getpid(), "control": None}
+                return None
             stem = os.path.join(self.directory, f"seamo-batch-{os.getpid()}-{uuid.uuid4().hex[:8]}")
             control_path = f"{stem}-control"
             control = _map(control_path, self.max_slots, create=True)
@@ -179,7 +183,7 @@ class SlotWriter:
             paths = [control_path]
             self._state["paths"] = paths
             atexit.register(lambda: [_unlink(p) for p in paths])
-        return self._state
+        return self._state if self._state["control"] is not None else None
 
     def _free_slot(self, size: int) -> int | None:
         control, slots = self._state["control"], self._state["slots"]
@@ -195,10 +199,10 @@ class SlotWriter:
         """
         specs = [(tuple(int(d) for d in shape), np.dtype(dtype)) for shape, dtype in specs]
         offsets, size = _layout(specs)
-        if not available(self.directory):
+        state = self._open()
+        if state is None:  # no shared-memory folder here
             self.private_batches += 1
             return [np.empty(shape, dtype) for shape, dtype in specs], None
-        state = self._open()
         control, slots = state["control"], state["slots"]
         slot = self._free_slot(size)
         if slot is None and len(slots) < self.max_slots:
@@ -214,8 +218,9 @@ class SlotWriter:
             self.private_batches += 1
             if self.private_batches == 1:
                 logging.warning("shm_batches: all %d batch slots of worker %d held for %.1f s; this and later "
-                                "such batches are copied through a new shared-memory segment (slower). Raise "
-                                "config.data.worker_batch_slots if the trainer holds that many batches.",
+                                "such batches are copied through a new shared-memory segment (slower). The "
+                                "trainer holds more of this worker's batches than slots_per_worker("
+                                "config.data.prefetch) allows: drop or copy batches it keeps.",
                                 self.max_slots, os.getpid(), self.wait_s)
             return [np.empty(shape, dtype) for shape, dtype in specs], None
         control[slot] = HELD
