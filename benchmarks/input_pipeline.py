@@ -29,8 +29,10 @@ windows, the jitted step makes the views, so the host CPU measured is all
 the host does), "+numpy" for host crop_area views by the numpy resize
 instead of the compiled kernel and "+segments" for Grain's new
 shared-memory segment per worker batch (config.data.worker_batch_slots =
-False) instead of the reused slots of `data/shm_batches.py`. The baseline
-"s1_f32+numpy+segments" (builds and pipeline before 2026-12-01) is always
+False) instead of the reused slots of `data/shm_batches.py`, "+arrayrecord"
+for array_record's record reader instead of one preadv per record
+(`data_pipelines/record_files.py`, config.data.record_reader). The baseline
+"s1_f32+numpy+segments+arrayrecord" (builds and pipeline before 2026-12-01) is always
 measured; the top-level keys are those
 of `--report` (default: the first of `--storage`). "+device" variants also
 report `device_views_ms_per_sample`: the jitted views on this process's
@@ -95,12 +97,12 @@ STORAGE = {
     "s1_u8": dict(s1_storage="uint8"),
 }
 CODECS = {"zstd1": "zstd:1", "zstd3": "zstd:3", "snappy": "snappy"}
-FLAGS = ("numpy", "native", "blosc2", "device", "segments")
-BASELINE = "s1_f32+numpy+segments"  # what builds and the pipeline did before 2026-12-01
+FLAGS = ("numpy", "native", "blosc2", "device", "segments", "arrayrecord")
+BASELINE = "s1_f32+numpy+segments+arrayrecord"  # what builds and the pipeline did before 2026-12-01
 
 
 def storage_variant(name: str) -> dict:
-    """"<storage>[+<codec>][+native][+blosc2][+device][+numpy][+segments]", e.g. "s1_u8+zstd1" -> record_features / writer /
+    """"<storage>[+<codec>][+native][+blosc2][+device][+numpy][+segments][+arrayrecord]", e.g. "s1_u8+zstd1" -> record_features / writer /
     pipeline settings."""
     base, *options = name.split("+")
     if base not in STORAGE or any(o not in CODECS and o not in FLAGS for o in options):
@@ -110,7 +112,8 @@ def storage_variant(name: str) -> dict:
                    s2_layout="native" if "native" in options else "grid",
                    codec="blosc2" if "blosc2" in options else "none",
                    views="device" if "device" in options else "host",
-                   worker_batch_slots="segments" not in options)
+                   worker_batch_slots="segments" not in options,
+                   record_reader="array_record" if "arrayrecord" in options else "pread")
     for option in options:
         if option in CODECS:
             variant["compression"] = CODECS[option]
@@ -159,7 +162,7 @@ def open_source(directory: str, variant: dict) -> object:
     from data_pipelines import registry  # noqa: PLC0415
 
     return registry.open_split(tfds.builder_from_directory(directory), "train",
-                               lazy_decode=variant["views"] == "device")
+                               lazy_decode=variant["views"] == "device", record_reader=variant["record_reader"])
 
 
 def bytes_on_disk(directory: str, num_records: int) -> float:
@@ -309,7 +312,7 @@ def main() -> None:
         sources, written = {}, {}
         for name in names:
             v = variants[name]
-            key = (v["s1_storage"], v["compression"], v["s2_layout"], v["codec"])  # "+numpy", "+device": same shards
+            key = (v["s1_storage"], v["compression"], v["s2_layout"], v["codec"])  # other flags: same shards
             if key not in written:
                 directory = os.path.join(root, f"v{len(written)}")
                 write_records(args, records[v["s2_layout"]], directory, v)

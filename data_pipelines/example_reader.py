@@ -179,18 +179,23 @@ class ParsedSource:
     """A TFDS ArrayRecord source read as raw bytes and parsed by `ExampleParser` (what
     `registry.load_source` returns): `len`, `[i]`, `[[i, j]]`, as TFDS's source.
 
-    `data_source` is the array_record source underneath (`records.shard_of` names shards with it).
+    `records`: where the raw records come from when given (`record_files.RecordFiles`:
+    one preadv per record into a reused buffer); else `raw_source`. `data_source`
+    is the array_record source under `raw_source` (`records.shard_of` names
+    shards with it).
     """
 
-    def __init__(self, raw_source: Any, features: Any, decoders: Any = None):
+    def __init__(self, raw_source: Any, features: Any, decoders: Any = None, records: Any = None):
         self.raw_source = raw_source
+        self.records = records if records is not None else raw_source
         self.data_source = getattr(raw_source, "data_source", None)
         self.features = features
         self.decoders = decoders
         self._parser = ExampleParser(features)
 
     def __getstate__(self):
-        return {"raw_source": self.raw_source, "features": self.features, "decoders": self.decoders}
+        return {"raw_source": self.raw_source, "features": self.features, "decoders": self.decoders,
+                "records": self.records if self.records is not self.raw_source else None}
 
     def __setstate__(self, state):
         self.__init__(**state)
@@ -202,10 +207,10 @@ class ParsedSource:
         return self.features.decode_example_np(self._parser.parse(serialized), decoders=self.decoders)
 
     def __getitem__(self, index) -> Any:
-        return self._decode(self.raw_source[index])
+        return self._decode(self.records[index])
 
     def __getitems__(self, indices: Sequence[int]) -> list[Any]:
-        return [self._decode(raw) for raw in self.raw_source.__getitems__(indices)]
+        return [self._decode(raw) for raw in self.records.__getitems__(indices)]
 
     def __repr__(self) -> str:
-        return f"ParsedSource({self.raw_source!r})"
+        return f"ParsedSource({self.records!r})"

@@ -35,8 +35,8 @@ Two opt-in storage choices (builder args; defaults keep today's bytes):
   s2_60m [S, H/6, W/6, 3 (L1C) / 2 (L2A)], uint16, bands as the release
   stores them; `band_groups.to_grid` gives back the grid array bitwise.
 * `codec="blosc2"`: every image array (S2 groups or `s2`, and `s1`) is one
-  lossless blosc2 frame (`Blosc2Tensor`: zstd level 1, bitshuffle, one
-  thread; imagecodecs). SSL4EO-S12 4 seasons: 5.2 MB (grid) -> 2.9 MB (native).
+  lossless blosc2 frame (`Blosc2Tensor`: LZ4HC level 9, byte shuffle, one
+  thread; imagecodecs). SSL4EO-S12 4 seasons: 5.2 MB (grid) -> 3.0 MB (native).
 """
 
 from __future__ import annotations
@@ -55,12 +55,13 @@ IMAGE_ENCODING = tfds.features.Encoding.BYTES
 S2_LAYOUTS = band_groups.LAYOUTS  # ("grid", "native")
 CODECS = ("none", "blosc2")
 # Chosen on the real SSL4EO-S12 location (../shared/data/ssl4eo_s12_sample, docs/performance.md "Record
-# storage"), per 4-season record, one thread (builders and Grain readers already run one per core):
-# S2 native groups: lz4hc level 5 + byte shuffle 2.04 MB, 0.7 ms decode (zstd-1 + bitshuffle: 2.04 MB,
-# 2.5 ms; zstd-1 + byte shuffle 1.97 MB, 2.6 ms): the decode runs every epoch, the slower encode
-# (~0.3 s per record) once. S1 uint16 codes: zstd-1 + byte shuffle 0.93 MB, 0.5 ms decode, fast encode.
-BLOSC2_S2 = dict(level=5, compressor="lz4hc", shuffle=1, numthreads=1)
-BLOSC2_S1 = dict(level=1, compressor="zstd", shuffle=1, numthreads=1)
+# storage"), per 4-season record, one thread (builders and Grain readers already run one per core). The
+# decode runs every epoch, the encode once, so both take LZ4HC level 9 + byte shuffle (2026-12-02):
+# S2 native groups 1.97 MB, ~1.1-1.3 ms decode on this VM, 0.25 s encode (level 5: 2.03 MB, same decode,
+# 0.09 s; zstd-1 + bitshuffle 2.04 MB, 2.5 ms). S1 uint16 codes 1.01 MB, 0.5 ms decode (zstd-1: 0.92 MB,
+# 0.8-1.0 ms decode). Both together stay under 3 MB a record; S1 in LZ4 with S2 at level 5 would not.
+BLOSC2_S2 = dict(level=9, compressor="lz4hc", shuffle=1, numthreads=1)
+BLOSC2_S1 = dict(level=9, compressor="lz4hc", shuffle=1, numthreads=1)
 
 
 def check_storage(s2_layout: str, codec: str) -> None:

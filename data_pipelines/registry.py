@@ -123,13 +123,17 @@ def _prepared_builder(name: str, data_dir: str | os.PathLike, builder_kwargs: di
 
 
 def load_source(name: str, split: str, data_dir: str | os.PathLike, *, lazy_decode: bool = False,
-                **builder_kwargs: Any):
+                record_reader: str = "pread", **builder_kwargs: Any):
     """Random-access record source of one split (what Grain reads).
 
     Args:
       lazy_decode: blosc2-stored S2 arrays come back undecoded
         (`seamo_jax.data.encoded.EncodedArray`), for the device-views training
         pipeline, which decodes them into the batch (`encoded.stack_samples`).
+      record_reader: "pread": local shards read by `record_files.RecordFiles`
+        (one preadv per record into a reused buffer; array_record's hashes
+        not checked); "array_record": array_record's reader. Bucket paths
+        always use array_record's (`config.data.record_reader`).
 
     Returns:
       a random-access source: `len(source)`, `source[i]` -> record dict of
@@ -143,16 +147,23 @@ def load_source(name: str, split: str, data_dir: str | os.PathLike, *, lazy_deco
     builder = _prepared_builder(name, data_dir, builder_kwargs)
     if split not in builder.info.splits:
         raise KeyError(f"dataset {name!r} has no split {split!r}; splits: {sorted(builder.info.splits)}")
-    return open_split(tfds.builder_from_directory(builder.data_dir), split, lazy_decode=lazy_decode)
+    return open_split(tfds.builder_from_directory(builder.data_dir), split, lazy_decode=lazy_decode,
+                      record_reader=record_reader)
 
 
-def open_split(stored: tfds.core.DatasetBuilder, split: str, *, lazy_decode: bool = False):
+RECORD_READERS = ("pread", "array_record")
+
+
+def open_split(stored: tfds.core.DatasetBuilder, split: str, *, lazy_decode: bool = False,
+               record_reader: str = "pread"):
     """`load_source` of a builder read from its directory (`tfds.builder_from_directory`).
 
     Decodes with the features stored beside the records (features.json), not
     the builder code's: records of older builds keep their storage dtypes
     (float32 S1 before 2026-12-01; docs/contracts.md section 1).
     """
+    if record_reader not in RECORD_READERS:
+        raise ValueError(f"record_reader {record_reader!r}: use one of {RECORD_READERS}")
     decoders = None
     if lazy_decode:
         from data_pipelines import features as features_lib  # pylint: disable=g-import-not-at-top
@@ -162,7 +173,12 @@ def open_split(stored: tfds.core.DatasetBuilder, split: str, *, lazy_decode: boo
 
     if example_reader.supports(stored.info.features):  # same records, parsed without copying the payloads
         raw = stored.as_data_source(split=split, deserialize_method=tfds.decode.DeserializeMethod.RAW_BYTES)
-        return example_reader.ParsedSource(raw, stored.info.features, decoders)
+        records = None
+        if record_reader == "pread":
+            from data_pipelines import record_files  # pylint: disable=g-import-not-at-top
+
+            records = record_files.open_records(stored.info.splits[split].file_instructions)
+        return example_reader.ParsedSource(raw, stored.info.features, decoders, records)
     return stored.as_data_source(split=split, decoders=decoders)
 
 

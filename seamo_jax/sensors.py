@@ -291,6 +291,8 @@ def validate_array(
     where = f"record {record_id!r}, field {field!r} (sensor {spec.name})"
     if not (hasattr(values, "shape") and hasattr(values, "dtype")):  # an undecoded frame keeps its shape / dtype
         values = np.asarray(values)
+    dtype = np.dtype(values.dtype)
+    dtype_name = dtype.name  # numpy builds this string on every access: once per call (runs per record)
     if values.ndim != 4:
         raise BadRecordError(f"{where}: expected [seasons, H, W, bands], got shape {values.shape}")
     if values.shape[-1] != spec.num_bands:
@@ -299,18 +301,18 @@ def validate_array(
         if other:
             hint = f" (this looks like {other[0]}: L1C has 13 bands incl. B10, L2A has 12)"
         raise BadRecordError(f"{where}: {values.shape[-1]} bands, expected {spec.num_bands} {spec.bands}{hint}")
-    if values.dtype.name not in spec.storage_dtypes:
+    if dtype_name not in spec.storage_dtypes:
         stored = " or ".join(spec.storage_dtypes)
         raise BadRecordError(f"{where}: dtype {values.dtype}, expected {stored} ({spec.units})")
     if num_seasons is not None and values.shape[0] != num_seasons:
         raise BadRecordError(f"{where}: {values.shape[0]} seasons, expected {num_seasons}")
     if spatial_shape is not None and tuple(values.shape[1:3]) != tuple(spatial_shape):
         raise BadRecordError(f"{where}: spatial shape {values.shape[1:3]}, expected {tuple(spatial_shape)}")
-    if check_finite and np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
+    if check_finite and dtype.kind == "f" and not np.isfinite(values).all():
         bad = int((~np.isfinite(values)).sum())
         raise BadRecordError(f"{where}: {bad} non-finite values (NaN/Inf)")
-    if check_finite and values.dtype.name != spec.dtype and values.dtype.kind in "ui":
-        top = np.iinfo(values.dtype).max  # quantised storage: the reserved code marks a non-finite value
+    if check_finite and dtype_name != spec.dtype and dtype.kind in "ui":
+        top = np.iinfo(dtype).max  # quantised storage: the reserved code marks a non-finite value
         if values.max(initial=0) == top:
             bad = int((values == top).sum())
             raise BadRecordError(f"{where}: {bad} non-finite values (NaN/Inf, stored as code {top})")

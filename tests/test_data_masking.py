@@ -44,3 +44,14 @@ def test_every_token_equally_likely():
     rng = np.random.default_rng(0)
     freq = np.mean([masking.random_token_masks(rng, 1, 1, 16, 0.75)[0, 0] for _ in range(2000)], axis=0)
     assert np.abs(freq - 0.75).max() < 0.05
+
+
+def test_masks_are_the_first_k_of_the_draws_argsort():
+    """The partition gives the masks the argsort did (runs resumed across the change draw the same masks)."""
+    for seed in range(20):
+        for tokens, ratio in ((196, 0.75), (49, 0.5), (5, 0.5), (4, 1.0), (4, 0.0)):
+            draws = np.random.default_rng(seed).random((3, 2, tokens))
+            expected = np.zeros(draws.shape, bool)
+            np.put_along_axis(expected, np.argsort(draws, -1)[..., :masking.num_masked(tokens, ratio)], True, -1)
+            got = masking.random_token_masks(np.random.default_rng(seed), 3, 2, tokens, ratio)
+            np.testing.assert_array_equal(got, expected)

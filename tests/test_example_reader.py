@@ -9,7 +9,7 @@ import pytest
 import tensorflow_datasets as tfds
 from tensorflow_datasets.core import example_serializer
 
-from data_pipelines import example_reader, features as features_lib, registry
+from data_pipelines import example_reader, features as features_lib, record_files, registry
 from data_pipelines.example_bytes import FastExampleSerializer
 from data_pipelines.features import record_features
 from seamo_jax.data import encoded
@@ -103,9 +103,12 @@ def test_a_truncated_record_is_an_error_not_garbage():
 def test_load_source_parses_records_itself_and_gives_tfds_records(tmp_path):
     kwargs = dict(num_train=3, num_test=1, tile_size=12, s2_layout="native", codec="blosc2")
     registry.prepare("synthetic_seasons", tmp_path, num_workers=1, **kwargs)
-    for lazy in (False, True):
-        source = registry.load_source("synthetic_seasons", "train", tmp_path, lazy_decode=lazy, **kwargs)
+    for lazy, reader in ((False, "pread"), (True, "pread"), (True, "array_record")):
+        source = registry.load_source("synthetic_seasons", "train", tmp_path, lazy_decode=lazy,
+                                      record_reader=reader, **kwargs)
         assert isinstance(source, example_reader.ParsedSource)
+        # Local shards: one preadv per record (record_files) unless array_record's reader is asked for.
+        assert isinstance(source.records, record_files.RecordFiles) == (reader == "pread")
         stored = tfds.builder_from_directory(registry.get_builder("synthetic_seasons", tmp_path, **kwargs).data_dir)
         reference = stored.as_data_source(split="train", decoders=source.decoders)
         assert len(source) == len(reference) == 3
@@ -114,6 +117,7 @@ def test_load_source_parses_records_itself_and_gives_tfds_records(tmp_path):
         _assert_same(source.__getitems__([2, 0])[0], reference[2])
         again = pickle.loads(pickle.dumps(source))  # what Grain's worker processes get
         _assert_same(again[1], reference[1])
+        assert type(again.records) is type(source.records)
         frames = [v for v in source[0].values() if isinstance(v, encoded.EncodedArray)]
         assert len(frames) == (3 if lazy else 0)
         for frame in frames:  # memoryviews of the record: pickled as bytes, decoded alike

@@ -68,7 +68,8 @@ def load_train_source(config: ml_collections.ConfigDict, workdir: PathLike, *, b
                          **kwargs)
     # views="device": blosc2 S2 frames stay undecoded until the batch, which decodes them into its rows.
     return registry.load_source(config.data.builder, config.data.split, str(data_dir),
-                                lazy_decode=config.data.views == "device", **kwargs)
+                                lazy_decode=config.data.views == "device",
+                                record_reader=config.data.record_reader, **kwargs)
 
 
 def _first_rows(array: jax.Array) -> np.ndarray:
